@@ -1,0 +1,548 @@
+"""save_bundle / load_bundle: one directory that restores the model, its optimizer and the
+training state exactly, and records what is needed to prove it.
+
+Layout (see docs/bundle-format.md)::
+
+    bundle/
+      manifest.json            what the bundle holds; written last (the commit marker)
+      manifest.sha256          SHA-256 of manifest.json
+      model/                   Keras' own unzipped format: keras.models.load_model("bundle/model")
+        config.json  metadata.json  model.weights.h5  assets/
+      optimizer.weights.h5     only for an optimizer that is not model.optimizer
+      state/ckpt.*             the caller's trackables (tf.train.Checkpoint)
+      preprocessing/*.npy      the caller's preprocessing arrays
+      probe/*.npy              probe inputs and the outputs the saved model computed
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from faithful_restore import _architecture, _environment, _fileio, _optimizer, _preprocessing
+from faithful_restore import _probe, _random_state, _safety, _signature
+from faithful_restore._manifest import DIGEST, MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest
+from faithful_restore._manifest import FORMAT_VERSION, digest, parse
+from faithful_restore.errors import (
+    BundleError,
+    IntegrityError,
+    RoundtripError,
+    VersionSkewError,
+    VersionSkewWarning,
+)
+
+LIBRARY_VERSION = "0.1.0"
+MODEL_DIR = "model"
+MODEL_WEIGHTS = f"{MODEL_DIR}/model.weights.h5"
+MODEL_CONFIG = f"{MODEL_DIR}/config.json"
+OPTIMIZER_FILE = "optimizer.weights.h5"
+STATE_PREFIX = "state/ckpt"
+_MAX_CONFIG_BYTES = 256 * 1024 * 1024
+_SKEW_MODES = ("warn", "error", "ignore")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle.
+
+    Attributes:
+        path: where it was loaded from.
+        model: the restored Keras model (compiled when loaded with ``compile=True``).
+        optimizer: the restored optimizer, built on ``model``'s variables, or None.
+        manifest: the bundle's :class:`Manifest`.
+        state: the caller's trackables passed to ``load_bundle(state=...)``, now restored.
+        preprocessing: the caller's preprocessing mapping as saved.
+    """
+
+    path: str
+    model: Any
+    optimizer: Any
+    manifest: Manifest
+    state: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_model(model: Any) -> None:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise BundleError(
+            f"model must be a keras.Model, found {type(model).__name__}; wrap layers in "
+            "keras.Sequential or a functional keras.Model."
+        )
+    if not model.built:
+        raise BundleError(
+            f"model {model.name!r} is not built, so it has no weights to save; call it on a batch "
+            "(model(x)) or model.build(input_shape) first."
+        )
+
+
+def _check_state(state: Any, what: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    if state is None:
+        return {}
+    if not isinstance(state, Mapping):
+        raise BundleError(
+            f"{what} must map names to trackables (tf.Variable, tf.random.Generator, tf.data "
+            f"iterator, tf.Module), found {type(state).__name__}."
+        )
+    out = {}
+    for name, value in state.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise BundleError(f"{what} names must be Python identifiers, found {name!r}.")
+        if not isinstance(value, tf.__internal__.tracking.Trackable):
+            raise BundleError(
+                f"{what}[{name!r}] is a {type(value).__name__}, which tf.train.Checkpoint cannot "
+                "save; wrap plain values in a tf.Variable (e.g. tf.Variable(step, dtype=tf.int64))."
+            )
+        out[name] = value
+    return out
+
+
+def _json_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise BundleError(f"metadata must be a mapping, found {type(metadata).__name__}.")
+    try:
+        return dict(json.loads(json.dumps(dict(metadata), allow_nan=False, sort_keys=True)))
+    except (TypeError, ValueError) as e:
+        raise BundleError(
+            f"metadata must hold JSON values (str, numbers, bools, lists, dicts): {e}."
+        ) from e
+
+
+def _serialize(model: Any) -> dict[str, Any]:
+    """The model's Keras config, or a BundleError naming the layer that cannot be serialized."""
+    import keras
+
+    for path, layer in [("", model), *_architecture.iter_layers(model)]:
+        try:
+            layer.get_config()
+        except NotImplementedError as e:
+            label = f"layer {path!r}" if path else f"model {model.name!r}"
+            raise BundleError(
+                f"{label} ({type(layer).__name__}) cannot be serialized: {e}. Implement "
+                "get_config() returning its constructor arguments and register the class with "
+                "@keras.saving.register_keras_serializable()."
+            ) from e
+    try:
+        config = keras.saving.serialize_keras_object(model)
+        json.dumps(config)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types here
+        raise BundleError(
+            f"model {model.name!r} cannot be serialized to a Keras config: {type(e).__name__}: "
+            f"{e}. Make every custom layer's get_config() return JSON values."
+        ) from e
+    _safety.scan(config, safe_mode=False, custom_objects=None, where=f"model {model.name!r}")
+    return dict(config)
+
+
+def _resolve_optimizer(model: Any, optimizer: Any) -> tuple[Any, str | None]:
+    import keras
+
+    model_opt = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return (model_opt, "model") if model_opt is not None else (None, None)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise BundleError(
+            f"optimizer must be a keras.optimizers.Optimizer, found {type(optimizer).__name__}."
+        )
+    return optimizer, ("model" if optimizer is model_opt else "separate")
+
+
+# --------------------------------------------------------------------------- save
+
+
+def save_bundle(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    optimizer: Any = None,
+    sample_inputs: Any = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Manifest:
+    """Saves a model, its optimizer and training state as one bundle directory.
+
+    Args:
+        model: a built Keras 3 model (Sequential, functional or registered subclassed).
+        path: a local directory path or a ``tf.io.gfile`` URL (``gs://``, ``s3://``, ``ram://``).
+        optimizer: the optimizer to save; defaults to ``model.optimizer``.
+        sample_inputs: a batch the model accepts; stored with the model's inference outputs so
+            that loading can prove the model still computes the same.
+        preprocessing: the caller's preprocessing values (NumPy arrays, numbers, strings).
+        state: names to trackables (tf.Variable, tf.random.Generator, tf.data iterator, tf.Module).
+        metadata: JSON values stored in the manifest.
+        overwrite: replace an existing bundle at ``path``.
+
+    Returns:
+        The bundle's :class:`Manifest`.
+
+    Raises:
+        BundleError: bad arguments, an unbuilt or unserializable model, an existing ``path``
+            without ``overwrite``, or a write failure (nothing at ``path`` is changed then).
+    """
+    import tensorflow as tf
+
+    target = _fileio.as_path(path)
+    _check_model(model)
+    if not isinstance(overwrite, bool):
+        raise BundleError(f"overwrite must be True or False, found {overwrite!r}.")
+    _check_target(target, overwrite)
+    opt, source = _resolve_optimizer(model, optimizer)
+    trackables = _check_state(state, "state")
+    meta = _json_metadata(metadata)
+    config = _serialize(model)
+    probe = _probe.record(model, sample_inputs) if sample_inputs is not None else None
+    user_pre, pre_files = _preprocessing.encode_user(preprocessing)
+    files: dict[str, bytes] = dict(pre_files)
+    probe_section = None
+    if probe is not None:
+        probe_section, probe_files = _probe.encode(probe)
+        files.update(probe_files)
+
+    sections = {
+        "environment": _environment.current(),
+        "model": _architecture.describe(model),
+        "signature": _signature.of_model(model, probe and probe.inputs, probe and probe.outputs),
+        "optimizer": _optimizer.describe(opt, model, source) if opt is not None else None,
+        "compile": _architecture.jsonable(config.get("compile_config")),
+        "preprocessing": {"layers": _preprocessing.layer_states(model), "user": user_pre},
+        "regularization": _architecture.regularization(model),
+        "random_state": _random_state.capture(model),
+    }
+
+    stage = _fileio.local_stage_dir(target)
+    try:
+        try:
+            model.save(os.path.join(stage, MODEL_DIR), zipped=False)
+        except Exception as e:  # noqa: BLE001 - surface Keras' failure as ours, with the cause
+            raise BundleError(f"Keras could not save model {model.name!r}: {type(e).__name__}: {e}") from e
+        if source == "separate":
+            _optimizer.write_h5(opt, os.path.join(stage, OPTIMIZER_FILE))
+        if trackables:
+            try:
+                tf.train.Checkpoint(**trackables).write(os.path.join(stage, *STATE_PREFIX.split("/")))
+            except Exception as e:  # noqa: BLE001
+                raise BundleError(f"cannot save state {sorted(trackables)}: {type(e).__name__}: {e}") from e
+        for rel, data in files.items():
+            _fileio.write_bytes_local(os.path.join(stage, *rel.split("/")), data)
+        _fileio.fsync_tree(stage)
+        entries = []
+        for rel in _fileio.list_files(stage):
+            size, sha = _fileio.hash_file(os.path.join(stage, *rel.split("/")))
+            entries.append(FileEntry(rel, size, sha))
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            library_version=LIBRARY_VERSION,
+            metadata=meta,
+            state=sorted(trackables),
+            probe=probe_section,
+            files=tuple(entries),
+            **sections,  # type: ignore[arg-type]
+        )
+        raw = manifest.to_json()
+        _fileio.write_bytes_local(os.path.join(stage, DIGEST), (digest(raw) + "\n").encode())
+        _fileio.write_bytes_local(os.path.join(stage, MANIFEST), raw)
+        _fileio.fsync_dir(stage)
+        if _fileio.is_local(target):
+            _fileio.commit_local(stage, target, overwrite)
+        else:
+            listed = [e.path for e in entries]
+            _fileio.commit_remote(stage, target, listed + [DIGEST, MANIFEST], [DIGEST, MANIFEST], overwrite)
+    except OSError as e:
+        raise BundleError(
+            f"writing the bundle to {target!r} failed: {e}. Any previous bundle there is intact; "
+            "free space or fix permissions and retry."
+        ) from e
+    finally:
+        if os.path.exists(stage):
+            shutil.rmtree(stage, ignore_errors=True)
+    return manifest
+
+
+def _check_target(target: str, overwrite: bool) -> None:
+    if not _fileio.exists(target):
+        return
+    if not overwrite:
+        raise BundleError(
+            f"{target!r} already exists and overwrite=False; pass overwrite=True to replace it or "
+            "choose another path. Nothing was written."
+        )
+    if not _fileio.isdir(target):
+        raise BundleError(
+            f"{target!r} is a file, not a bundle directory; refusing to replace it. Remove it or "
+            "choose another path."
+        )
+    if _fileio.is_local(target) and os.path.islink(target):
+        raise BundleError(f"{target!r} is a symlink; refusing to replace it. Choose another path.")
+    contents = _fileio.list_files(target)
+    if contents and MANIFEST not in contents:
+        raise BundleError(
+            f"{target!r} is a non-empty directory that holds no bundle (no {MANIFEST}); refusing "
+            "to replace it with overwrite=True. Choose another path."
+        )
+
+
+# --------------------------------------------------------------------------- load
+
+
+def read_manifest(root: str) -> Manifest:
+    """Reads and validates ``manifest.json`` against ``manifest.sha256``.
+
+    Raises:
+        BundleError: not a bundle, or a malformed or newer-format manifest.
+        IntegrityError: the manifest does not match its digest.
+    """
+    if not _fileio.exists(root):
+        raise BundleError(f"no bundle at {root!r}: the path does not exist. Check the path.")
+    if not _fileio.isdir(root):
+        raise BundleError(f"{root!r} is a file, not a bundle directory. Pass the bundle's directory.")
+    manifest_path = _fileio.join(root, MANIFEST)
+    if not _fileio.exists(manifest_path):
+        raise BundleError(
+            f"{root!r} holds no {MANIFEST}: it is not a bundle, or a save into it never finished. "
+            "Pass a directory written by save_bundle."
+        )
+    raw = _fileio.read_bytes(manifest_path, MAX_MANIFEST_BYTES)
+    digest_path = _fileio.join(root, DIGEST)
+    if not _fileio.exists(digest_path):
+        raise IntegrityError(f"{root!r} lacks {DIGEST}, which protects the manifest; the bundle is damaged.")
+    recorded = _fileio.read_bytes(digest_path, 200).decode("ascii", "replace").strip()
+    if recorded != digest(raw):
+        raise IntegrityError(
+            f"{MANIFEST} in {root!r} does not match {DIGEST} (expected sha256 {recorded[:16]}..., "
+            f"found {digest(raw)[:16]}...): the manifest was modified or damaged. Restore the bundle "
+            "from a good copy."
+        )
+    return parse(raw)
+
+
+def verify_files(root: str, manifest: Manifest, copy_to: str | None = None) -> None:
+    """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
+
+    With ``copy_to`` (a local directory), every file is also copied there in the same pass.
+
+    Raises:
+        IntegrityError: naming the first missing, extra, resized, modified or linked file.
+    """
+    present = set(_fileio.list_files(root)) - {MANIFEST, DIGEST}
+    listed = manifest.file_map
+    missing = sorted(set(listed) - present)
+    if missing:
+        raise IntegrityError(
+            f"{missing[0]!r} is listed in the manifest but missing from {root!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; the bundle is incomplete. Restore it from a good copy."
+        )
+    extra = sorted(present - set(listed))
+    if extra:
+        raise IntegrityError(
+            f"{extra[0]!r} in {root!r} is not listed in the manifest; a bundle holds only the "
+            "files it lists. Remove it or restore the bundle from a good copy."
+        )
+    for rel, entry in sorted(listed.items()):
+        full = _fileio.join(root, *rel.split("/"))
+        if _fileio.is_local(root):
+            if os.path.islink(full) or not os.path.isfile(full):
+                raise IntegrityError(f"{rel!r} in {root!r} is a link or not a regular file; refusing it.")
+            size = os.path.getsize(full)
+            if size != entry.size:
+                raise IntegrityError(
+                    f"{rel!r} has {size} bytes, the manifest records {entry.size}: the file was "
+                    "truncated or modified. Restore the bundle from a good copy."
+                )
+        if copy_to is not None:
+            size, sha = _fileio.copy_hashing(full, os.path.join(copy_to, *rel.split("/")))
+        else:
+            size, sha = _fileio.hash_file(full)
+        if size != entry.size or sha != entry.sha256:
+            raise IntegrityError(
+                f"{rel!r} does not match the manifest (sha256 {sha[:16]}... vs recorded "
+                f"{entry.sha256[:16]}..., {size} vs {entry.size} bytes): the file was modified or "
+                "damaged. Restore the bundle from a good copy."
+            )
+
+
+def check_environment(manifest: Manifest, on_version_skew: str) -> list[tuple[str, Any, Any]]:
+    diffs = _environment.differences(manifest.environment, _environment.current())
+    if diffs and on_version_skew != "ignore":
+        text = (
+            "the bundle was written in a different environment: "
+            + _environment.describe(diffs)
+            + ". Results may differ by rounding or the model may not load; install the saved "
+            "versions to reproduce exactly, or pass on_version_skew='ignore'."
+        )
+        if on_version_skew == "error":
+            raise VersionSkewError(text, diffs)
+        warnings.warn(text, VersionSkewWarning, stacklevel=3)
+    return diffs
+
+
+def _load_model(root: str, manifest: Manifest, custom_objects: Any, safe_mode: bool) -> tuple[Any, dict[str, Any]]:
+    import keras
+
+    raw = _fileio.read_bytes(os.path.join(root, *MODEL_CONFIG.split("/")), _MAX_CONFIG_BYTES)
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"{MODEL_CONFIG} is not valid JSON ({e}); the bundle is damaged.") from e
+    _safety.scan(config, safe_mode=safe_mode, custom_objects=custom_objects, where=MODEL_CONFIG)
+    try:
+        with warnings.catch_warnings():
+            # The optimizer in the weights file is restored by faithful_restore itself.
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model = keras.saving.load_model(
+                os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+            )
+    except Exception as e:  # noqa: BLE001 - Keras raises many types; name the cause
+        raise BundleError(
+            f"Keras could not rebuild the model from {MODEL_DIR}/: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}. If it uses custom classes, import the "
+            "code that registers them or pass custom_objects."
+        ) from e
+    return model, config
+
+
+def _restore_optimizer(
+    model: Any, manifest: Manifest, config: dict[str, Any], root: str, compile: bool, custom_objects: Any
+) -> Any:
+    import keras
+
+    compile_config = config.get("compile_config")
+    if compile and compile_config:
+        try:
+            with keras.saving.custom_object_scope(custom_objects or {}):
+                model.compile_from_config(compile_config)
+        except Exception as e:  # noqa: BLE001
+            raise BundleError(
+                f"cannot compile the restored model from its saved compile config: "
+                f"{type(e).__name__}: {e}. Pass custom_objects for custom losses/metrics, or "
+                "load with compile=False."
+            ) from e
+    record = manifest.optimizer
+    if record is None:
+        return None
+    if record["source"] == "model":
+        h5 = os.path.join(root, *MODEL_WEIGHTS.split("/"))
+        opt = getattr(model, "optimizer", None) if compile and compile_config else None
+    else:
+        h5 = os.path.join(root, OPTIMIZER_FILE)
+        opt = None
+    if opt is None:
+        opt = _optimizer.deserialize(record, custom_objects)
+    _optimizer.restore(opt, record, h5, model)
+    return opt
+
+
+def _restore_state(root: str, manifest: Manifest, trackables: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    if not trackables:
+        return
+    unknown = sorted(set(trackables) - set(manifest.state))
+    if unknown:
+        raise BundleError(
+            f"state {unknown} was requested but the bundle holds only {manifest.state or 'no state'}; "
+            "request names that were passed to save_bundle(state=...)."
+        )
+    try:
+        status = tf.train.Checkpoint(**trackables).read(os.path.join(root, *STATE_PREFIX.split("/")))
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(
+            f"cannot restore state {sorted(trackables)}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}. Pass objects of the same kind, shape "
+            "and dtype as the ones saved."
+        ) from e
+
+
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    compile: bool = True,
+    safe_mode: bool = True,
+    on_version_skew: str = "warn",
+    verify: bool = True,
+    state: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """Loads a bundle after checking every file against the manifest.
+
+    Args:
+        path: the bundle directory (local path or ``tf.io.gfile`` URL).
+        custom_objects: custom classes/functions by name, as for ``keras.models.load_model``.
+        compile: compile the model as it was saved; the optimizer is restored either way.
+        safe_mode: refuse bundles that store Python code (Lambda layers).
+        on_version_skew: "warn" (VersionSkewWarning), "error" (VersionSkewError) or "ignore".
+        verify: re-run the stored probe and raise when outputs moved beyond the tolerance.
+        state: names to trackables to restore in place (a subset of what was saved).
+
+    Returns:
+        A :class:`Bundle`.
+
+    Raises:
+        BundleError: not a bundle, a malformed manifest, refused content or a failed rebuild.
+        IntegrityError: a file differs from the manifest (checked before anything is loaded).
+        VersionSkewError: the environment differs and ``on_version_skew="error"``.
+        RoundtripError: ``verify=True`` and the restored model's outputs differ.
+    """
+    root = _fileio.as_path(path)
+    if on_version_skew not in _SKEW_MODES:
+        raise BundleError(f"on_version_skew must be one of {_SKEW_MODES}, found {on_version_skew!r}.")
+    for name, flag in (("compile", compile), ("safe_mode", safe_mode), ("verify", verify)):
+        if not isinstance(flag, bool):
+            raise BundleError(f"{name} must be True or False, found {flag!r}.")
+    if custom_objects is not None and not isinstance(custom_objects, Mapping):
+        raise BundleError(f"custom_objects must be a dict of names to classes, found {type(custom_objects).__name__}.")
+    trackables = _check_state(state, "state")
+    manifest = read_manifest(root)
+    local = _fileio.is_local(root)
+    workdir = None if local else tempfile.mkdtemp(prefix="faithful_restore-load-")
+    try:
+        verify_files(root, manifest, copy_to=workdir)
+        files_root = root if workdir is None else workdir
+        diffs = check_environment(manifest, on_version_skew)
+        model, config = _load_model(files_root, manifest, custom_objects, safe_mode)
+        optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
+        _random_state.restore(model, manifest.random_state)
+        _restore_state(files_root, manifest, trackables)
+
+        def read(rel: str) -> bytes:
+            entry = manifest.file_map.get(rel)
+            if entry is None:
+                raise BundleError(f"the manifest refers to {rel!r}, which it does not list; the manifest is damaged.")
+            return _fileio.read_bytes(os.path.join(files_root, *rel.split("/")), entry.size)
+
+        preprocessing = _preprocessing.decode_user(manifest.preprocessing["user"], read)
+        if verify and manifest.probe is not None:
+            probe = _probe.decode(manifest.probe, read)
+            problems = _probe.check(model, manifest.probe, probe, same_environment=not diffs)
+            if problems:
+                raise RoundtripError(
+                    f"the model restored from {root!r} does not compute what the saved model "
+                    f"computed on the stored probe: {'; '.join(problems)}. "
+                    + ("The environment differs (" + _environment.describe(diffs) + "); "
+                       if diffs else "")
+                    + "run faithful_restore.verify_bundle for a diagnosis."
+                )
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return Bundle(root, model, optimizer, manifest, dict(trackables), preprocessing)

@@ -1,0 +1,144 @@
+"""Optimizer state: describe it, write it, and restore every variable of it.
+
+Keras restores optimizer variables only when the saved and the new optimizer have the same
+number of them and otherwise warns "Skipping variable loading for optimizer" and carries on with
+a fresh optimizer. faithful_restore never lets Keras load the optimizer: it builds the optimizer
+on the restored model's variables and assigns every saved variable itself, checking count, shape
+and dtype against the manifest, so a restore is either complete or a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from faithful_restore._architecture import class_name, jsonable
+from faithful_restore.errors import BundleError
+
+H5_GROUP = "optimizer"
+
+
+def _variables(optimizer: Any) -> list[Any]:
+    return list(optimizer.variables)
+
+
+def trainable_indices(optimizer: Any, model: Any) -> list[int] | None:
+    """Positions in ``model.trainable_variables`` of the variables the optimizer was built on."""
+    built_on = getattr(optimizer, "_trainable_variables", None)
+    if not getattr(optimizer, "built", False) or built_on is None:
+        return None
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    out = []
+    for v in built_on:
+        if id(v) not in index:
+            raise BundleError(
+                f"the optimizer was built on variable {v.path!r}, which is not a trainable variable "
+                "of the model being saved; pass the optimizer that trains this model."
+            )
+        out.append(index[id(v)])
+    return out
+
+
+def describe(optimizer: Any, model: Any, source: str) -> dict[str, Any]:
+    """The manifest's ``optimizer`` section."""
+    import keras
+
+    return {
+        "class": class_name(optimizer),
+        "source": source,
+        "config": jsonable(keras.optimizers.serialize(optimizer)),
+        "built": bool(getattr(optimizer, "built", False)),
+        "iterations": int(np.asarray(optimizer.iterations)),
+        "trainable_variable_indices": trainable_indices(optimizer, model),
+        "variables": [
+            {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": str(v.dtype)}
+            for v in _variables(optimizer)
+        ],
+    }
+
+
+def write_h5(optimizer: Any, path: str) -> None:
+    """Writes an optimizer's variables in the layout Keras uses (``optimizer/vars/<i>``)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        group = f.create_group(H5_GROUP).create_group("vars")
+        for i, v in enumerate(_variables(optimizer)):
+            group.create_dataset(str(i), data=np.asarray(v))
+
+
+def _saved_arrays(path: str, expected: int) -> list[np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f.get(f"{H5_GROUP}/vars")
+        if group is None:
+            raise BundleError(
+                f"{path} holds no optimizer variables although the manifest records {expected}; "
+                "the bundle is damaged. Re-create it with save_bundle."
+            )
+        keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+        if len(keys) != expected or keys != [str(i) for i in range(expected)]:
+            raise BundleError(
+                f"{path} holds {len(keys)} optimizer variables, the manifest records {expected}; "
+                "the bundle is damaged. Re-create it with save_bundle."
+            )
+        out = []
+        for k in keys:
+            item = group[k]
+            if not isinstance(item, h5py.Dataset) or item.external:
+                raise BundleError(f"{path}: optimizer/vars/{k} is not a plain dataset; refusing it.")
+            out.append(np.asarray(item))
+        return out
+
+
+def deserialize(record: dict[str, Any], custom_objects: Any = None) -> Any:
+    import keras
+
+    try:
+        return keras.optimizers.deserialize(record["config"], custom_objects=custom_objects)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types; surface one of ours
+        raise BundleError(
+            f"cannot rebuild optimizer {record.get('class')!r} from the bundle: {e}. If it is a "
+            "custom optimizer, register it with @keras.saving.register_keras_serializable or pass "
+            "custom_objects."
+        ) from e
+
+
+def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any) -> None:
+    """Builds ``optimizer`` on ``model`` as recorded and assigns every saved variable."""
+    saved = record["variables"]
+    if record["built"] and not optimizer.built:
+        indices = record.get("trainable_variable_indices")
+        trainable = model.trainable_variables
+        if indices is None:
+            indices = list(range(len(trainable)))
+        if any(i >= len(trainable) for i in indices):
+            raise BundleError(
+                f"the optimizer was built on trainable variables {indices} but the restored model "
+                f"has {len(trainable)}; the model's architecture changed."
+            )
+        optimizer.build([trainable[i] for i in indices])
+    arrays = _saved_arrays(h5_path, len(saved))
+    targets = _variables(optimizer)
+    # An optimizer that was never built holds only its step counter and learning rate; the new
+    # one may already have (zero) slots after compile(), which is the same state.
+    if (record["built"] and len(targets) != len(saved)) or len(targets) < len(saved):
+        raise BundleError(
+            f"optimizer {record['class']} has {len(targets)} variables after rebuilding, the bundle "
+            f"saved {len(saved)}; the model or optimizer configuration differs from the saved one."
+        )
+    for i, (meta, array, target) in enumerate(zip(saved, arrays, targets)):
+        if list(array.shape) != meta["shape"] or list(target.shape) != meta["shape"]:
+            raise BundleError(
+                f"optimizer variable {i} ({meta['name']}): saved shape {meta['shape']}, file holds "
+                f"{list(array.shape)}, rebuilt optimizer has {list(target.shape)}; the model "
+                "changed since it was saved."
+            )
+        if str(target.dtype) != meta["dtype"]:
+            raise BundleError(
+                f"optimizer variable {i} ({meta['name']}): saved dtype {meta['dtype']}, rebuilt "
+                f"optimizer has {target.dtype}; check the mixed-precision policy."
+            )
+        target.assign(array)

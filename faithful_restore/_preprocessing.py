@@ -1,0 +1,163 @@
+"""Preprocessing state: what the model's preprocessing layers hold, and the caller's own stats.
+
+Layer state goes into the manifest (small: statistics, boundaries, vocabulary size and hash; the
+vocabularies themselves are saved by Keras in the model's assets). The caller's mapping keeps
+JSON values in the manifest and NumPy arrays as ``.npy`` files (read back with
+``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from faithful_restore._architecture import class_name, iter_layers, jsonable, safe_config
+from faithful_restore.errors import BundleError
+
+ARRAY_DIR = "preprocessing"
+_MAX_VALUE_DEPTH = 8
+
+
+def _floats(tensor: Any) -> list[float]:
+    return [float(v) for v in np.asarray(tensor, dtype=np.float64).reshape(-1)]
+
+
+def vocabulary_digest(vocabulary: Any) -> str:
+    tokens = [t.decode() if isinstance(t, bytes) else str(t) for t in vocabulary]
+    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()
+
+
+def _layer_state(layer: Any) -> dict[str, Any] | None:
+    kind = type(layer).__name__
+    config = safe_config(layer)
+    module = type(layer).__module__
+    if "preprocessing" not in module and kind not in ("Normalization", "Rescaling"):
+        return None
+    state: dict[str, Any] = {"kind": kind}
+    if kind == "Normalization":
+        state["axis"] = jsonable(config.get("axis"))
+        state["invert"] = bool(config.get("invert", False))
+        count = [v for v in layer.variables if v.name == "count"]
+        explicit = config.get("mean") is not None
+        state["adapted"] = bool(explicit or (count and float(np.asarray(count[0])) > 0))
+        if layer.built:
+            state["mean"] = _floats(layer.mean)
+            state["variance"] = _floats(layer.variance)
+    elif kind == "Rescaling":
+        state["scale"] = jsonable(config.get("scale"))
+        state["offset"] = jsonable(config.get("offset"))
+    elif kind == "Discretization":
+        bins = getattr(layer, "bin_boundaries", None)
+        state["bin_boundaries"] = jsonable(bins if bins is not None else config.get("bin_boundaries"))
+        state["output_mode"] = config.get("output_mode")
+    elif hasattr(layer, "get_vocabulary"):
+        vocabulary = layer.get_vocabulary()
+        state["vocabulary_size"] = len(vocabulary)
+        state["vocabulary_sha256"] = vocabulary_digest(vocabulary)
+        for key in (
+            "mask_token",
+            "oov_token",
+            "num_oov_indices",
+            "output_mode",
+            "invert",
+            "max_tokens",
+            "standardize",
+            "split",
+            "ngrams",
+            "output_sequence_length",
+        ):
+            if key in config:
+                state[key] = jsonable(config[key])
+    elif kind in ("Hashing", "CategoryEncoding"):
+        for key in ("num_bins", "salt", "mask_value", "num_tokens", "output_mode"):
+            if key in config:
+                state[key] = jsonable(config[key])
+    else:
+        state["config"] = jsonable({k: v for k, v in config.items() if k != "name"})
+    return state
+
+
+def layer_states(model: Any) -> list[dict[str, Any]]:
+    """The state of every preprocessing layer in the model, nested models included."""
+    out = []
+    for path, layer in iter_layers(model):
+        state = _layer_state(layer)
+        if state is not None:
+            out.append({"path": path, "class": class_name(layer), "state": state})
+    return out
+
+
+def _check_value(value: Any, where: str, depth: int = 0) -> Any:
+    if depth > _MAX_VALUE_DEPTH:
+        raise BundleError(f"preprocessing[{where}] nests deeper than {_MAX_VALUE_DEPTH} levels.")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        if not np.isfinite(f):
+            raise BundleError(
+                f"preprocessing[{where}] is {f}, which JSON cannot hold; store it in a NumPy array."
+            )
+        return f
+    if isinstance(value, (list, tuple)):
+        return [_check_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {str(k): _check_value(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
+    raise BundleError(
+        f"preprocessing[{where}] has type {type(value).__name__}; expected a NumPy array, a number, "
+        "a string, or lists/dicts of those. Convert it (e.g. np.asarray) before saving."
+    )
+
+
+def encode_user(preprocessing: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Splits the caller's mapping into manifest JSON and ``.npy`` files (relative path -> bytes)."""
+    if preprocessing is None:
+        return {}, {}
+    if not isinstance(preprocessing, Mapping):
+        raise BundleError(
+            f"preprocessing must be a mapping of names to arrays/values, found "
+            f"{type(preprocessing).__name__}; pass e.g. {{'mean': mean, 'std': std}}."
+        )
+    entries: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    for i, (key, value) in enumerate(preprocessing.items()):
+        if not isinstance(key, str):
+            raise BundleError(f"preprocessing keys must be strings, found {key!r}.")
+        if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+            value = np.asarray(value.numpy())
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                if all(isinstance(v, (str, bytes)) for v in value.reshape(-1)):
+                    value = value.astype(bytes if value.size and isinstance(value.flat[0], bytes) else str)
+                else:
+                    raise BundleError(
+                        f"preprocessing[{key!r}] is an object array; only numeric, bool and string "
+                        "arrays can be stored without pickle. Convert it to a plain dtype."
+                    )
+            rel = f"{ARRAY_DIR}/{i:04d}.npy"
+            buf = io.BytesIO()
+            np.save(buf, value, allow_pickle=False)
+            files[rel] = buf.getvalue()
+            entries[key] = {"kind": "array", "file": rel, "dtype": value.dtype.str, "shape": list(value.shape)}
+        else:
+            entries[key] = {"kind": "value", "value": _check_value(value, key)}
+    return entries, files
+
+
+def decode_user(entries: Mapping[str, Any], read: Any) -> dict[str, Any]:
+    """Rebuilds the caller's mapping; ``read(rel_path) -> bytes`` reads a bundle file."""
+    out: dict[str, Any] = {}
+    for key, entry in entries.items():
+        if entry["kind"] == "array":
+            out[key] = np.load(io.BytesIO(read(entry["file"])), allow_pickle=False)
+        else:
+            out[key] = entry["value"]
+    return out

@@ -1,0 +1,56 @@
+"""Exceptions and warnings raised by faithful_restore.
+
+Every error derives from :class:`FaithfulRestoreError`. Messages say what was found, what was
+expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+__all__ = [
+    "BundleError",
+    "FaithfulRestoreError",
+    "IntegrityError",
+    "RoundtripError",
+    "VersionSkewError",
+    "VersionSkewWarning",
+]
+
+
+class FaithfulRestoreError(Exception):
+    """Base class of every error raised by faithful_restore."""
+
+
+class BundleError(FaithfulRestoreError):
+    """A bundle cannot be written or read: bad arguments, bad model, bad or hostile files."""
+
+
+class IntegrityError(BundleError):
+    """A bundle's files do not match the sizes and SHA-256 digests its manifest records."""
+
+
+class VersionSkewError(FaithfulRestoreError):
+    """The running environment differs from the one that wrote the bundle (``on_version_skew="error"``)."""
+
+    def __init__(self, message: str, differences: Any = ()) -> None:
+        super().__init__(message)
+        self.differences = tuple(differences)
+
+
+class RoundtripError(FaithfulRestoreError, AssertionError):
+    """A restored model does not behave like the model that was saved.
+
+    ``report`` holds the structured report when one was produced.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class VersionSkewWarning(UserWarning):
+    """The running environment differs from the one that wrote the bundle."""
