@@ -1,8 +1,8 @@
 """faithful_restore: save a Keras model so the restored model is the one that was saved, and prove it."""
 
 from faithful_restore._bundle import Bundle, load_bundle, save_bundle
-from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest
 from faithful_restore._environment import Environment
+from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest
 from faithful_restore._signature import Signature, TensorRecord
 from faithful_restore.errors import (
     BundleError,

@@ -26,10 +26,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faithful_restore import _architecture, _environment, _fileio, _optimizer, _preprocessing
-from faithful_restore import _probe, _random_state, _safety, _signature
-from faithful_restore._manifest import DIGEST, MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest
-from faithful_restore._manifest import FORMAT_VERSION, digest, parse
+from faithful_restore import (
+    _architecture,
+    _environment,
+    _fileio,
+    _optimizer,
+    _preprocessing,
+    _probe,
+    _random_state,
+    _safety,
+    _signature,
+)
+from faithful_restore._manifest import (
+    DIGEST,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    FileEntry,
+    Manifest,
+    digest,
+    parse,
+)
 from faithful_restore.errors import (
     BundleError,
     IntegrityError,
@@ -118,16 +135,15 @@ def _json_metadata(metadata: Any) -> dict[str, Any]:
     try:
         return dict(json.loads(json.dumps(dict(metadata), allow_nan=False, sort_keys=True)))
     except (TypeError, ValueError) as e:
-        raise BundleError(
-            f"metadata must hold JSON values (str, numbers, bools, lists, dicts): {e}."
-        ) from e
+        raise BundleError(f"metadata must hold JSON values (str, numbers, bools, lists, dicts): {e}.") from e
 
 
 def _serialize(model: Any) -> dict[str, Any]:
     """The model's Keras config, or a BundleError naming the layer that cannot be serialized."""
     import keras
 
-    for path, layer in [("", model), *_architecture.iter_layers(model)]:
+    # Innermost first, so the message names the layer at fault rather than its container.
+    for path, layer in [*reversed(_architecture.iter_layers(model)), ("", model)]:
         try:
             layer.get_config()
         except NotImplementedError as e:
@@ -156,9 +172,7 @@ def _resolve_optimizer(model: Any, optimizer: Any) -> tuple[Any, str | None]:
     if optimizer is None:
         return (model_opt, "model") if model_opt is not None else (None, None)
     if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise BundleError(
-            f"optimizer must be a keras.optimizers.Optimizer, found {type(optimizer).__name__}."
-        )
+        raise BundleError(f"optimizer must be a keras.optimizers.Optimizer, found {type(optimizer).__name__}.")
     return optimizer, ("model" if optimizer is model_opt else "separate")
 
 
@@ -219,7 +233,7 @@ def save_bundle(
         "environment": _environment.current(),
         "model": _architecture.describe(model),
         "signature": _signature.of_model(model, probe and probe.inputs, probe and probe.outputs),
-        "optimizer": _optimizer.describe(opt, model, source) if opt is not None else None,
+        "optimizer": _optimizer.describe(opt, model, source or "model") if opt is not None else None,
         "compile": _architecture.jsonable(config.get("compile_config")),
         "preprocessing": {"layers": _preprocessing.layer_states(model), "user": user_pre},
         "regularization": _architecture.regularization(model),
@@ -286,8 +300,7 @@ def _check_target(target: str, overwrite: bool) -> None:
         )
     if not _fileio.isdir(target):
         raise BundleError(
-            f"{target!r} is a file, not a bundle directory; refusing to replace it. Remove it or "
-            "choose another path."
+            f"{target!r} is a file, not a bundle directory; refusing to replace it. Remove it or choose another path."
         )
     if _fileio.is_local(target) and os.path.islink(target):
         raise BundleError(f"{target!r} is a symlink; refusing to replace it. Choose another path.")
@@ -538,8 +551,7 @@ def load_bundle(
                 raise RoundtripError(
                     f"the model restored from {root!r} does not compute what the saved model "
                     f"computed on the stored probe: {'; '.join(problems)}. "
-                    + ("The environment differs (" + _environment.describe(diffs) + "); "
-                       if diffs else "")
+                    + ("The environment differs (" + _environment.describe(diffs) + "); " if diffs else "")
                     + "run faithful_restore.verify_bundle for a diagnosis."
                 )
     finally:

@@ -196,16 +196,13 @@ def local_stage_dir(target: str) -> str:
                 os.makedirs(parent, exist_ok=True)
             except OSError as e:
                 raise BundleError(
-                    f"cannot create the parent directory {parent!r} of the bundle: {e}; "
-                    "choose a writable location."
+                    f"cannot create the parent directory {parent!r} of the bundle: {e}; choose a writable location."
                 ) from e
         stage = os.path.join(parent, f".{name}{TMP_TAG}{uuid.uuid4().hex[:12]}")
         try:
             os.mkdir(stage)
         except OSError as e:
-            raise BundleError(
-                f"cannot write in {parent!r}: {e}; choose a writable location for the bundle."
-            ) from e
+            raise BundleError(f"cannot write in {parent!r}: {e}; choose a writable location for the bundle.") from e
         return stage
     return tempfile.mkdtemp(prefix="faithful_restore-stage-")
 

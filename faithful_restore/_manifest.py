@@ -174,15 +174,19 @@ class Manifest:
         _check_preprocessing(preprocessing)
         random_state = typed("random_state", list)
         for entry in random_state:
-            if not (isinstance(entry, dict) and isinstance(entry.get("value"), list)
-                    and all(isinstance(v, int) for v in entry["value"]) and isinstance(entry.get("dtype"), str)):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("value"), list)
+                and all(isinstance(v, int) for v in entry["value"])
+                and isinstance(entry.get("dtype"), str)
+            ):
                 raise BundleError(f"manifest random_state entry {entry!r} is malformed.")
         files_raw = typed("files", list)
         files = tuple(FileEntry.from_dict(f) for f in files_raw)
         if len({f.path for f in files}) != len(files):
             raise BundleError("manifest 'files' lists a path twice; the manifest is damaged.")
         return cls(
-            format_version=version,
+            format_version=str(version),
             created=data["created"],
             library_version=data["library_version"],
             metadata=typed("metadata", dict),
@@ -216,8 +220,13 @@ def _check_optimizer(section: dict[str, Any]) -> None:
     if not isinstance(variables, list):
         raise BundleError("manifest optimizer.variables must be a list.")
     for v in variables:
-        if not (isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("dtype"), str)
-                and isinstance(v.get("shape"), list) and all(isinstance(d, int) for d in v["shape"])):
+        if not (
+            isinstance(v, dict)
+            and isinstance(v.get("name"), str)
+            and isinstance(v.get("dtype"), str)
+            and isinstance(v.get("shape"), list)
+            and all(isinstance(d, int) for d in v["shape"])
+        ):
             raise BundleError(f"manifest optimizer variable {v!r} is malformed.")
 
 
@@ -252,7 +261,8 @@ def _check_probe(section: dict[str, Any]) -> None:
 
 
 def _check_preprocessing(section: dict[str, Any]) -> None:
-    if set(section) != {"layers", "user"} or not isinstance(section["layers"], list) or not isinstance(section["user"], dict):
+    shape_ok = set(section) == {"layers", "user"}
+    if not shape_ok or not isinstance(section["layers"], list) or not isinstance(section["user"], dict):
         raise BundleError("manifest 'preprocessing' must have a 'layers' list and a 'user' object.")
     for key, entry in section["user"].items():
         if not isinstance(entry, dict) or entry.get("kind") not in ("array", "value"):

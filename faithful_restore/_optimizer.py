@@ -52,8 +52,7 @@ def describe(optimizer: Any, model: Any, source: str) -> dict[str, Any]:
         "iterations": int(np.asarray(optimizer.iterations)),
         "trainable_variable_indices": trainable_indices(optimizer, model),
         "variables": [
-            {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": str(v.dtype)}
-            for v in _variables(optimizer)
+            {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": str(v.dtype)} for v in _variables(optimizer)
         ],
     }
 

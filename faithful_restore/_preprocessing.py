@@ -103,9 +103,7 @@ def _check_value(value: Any, where: str, depth: int = 0) -> Any:
     if isinstance(value, numbers.Real):
         f = float(value)
         if not np.isfinite(f):
-            raise BundleError(
-                f"preprocessing[{where}] is {f}, which JSON cannot hold; store it in a NumPy array."
-            )
+            raise BundleError(f"preprocessing[{where}] is {f}, which JSON cannot hold; store it in a NumPy array.")
         return f
     if isinstance(value, (list, tuple)):
         return [_check_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]

@@ -15,7 +15,17 @@ from faithful_restore.errors import BundleError
 
 _MAX_DEPTH = 200
 _KERAS_PACKAGES = ("keras", "keras_hub", "keras_nlp", "keras_cv")
-_CODE_CLASSES = ("__lambda__", "__bytes__")
+_CODE_CLASSES = ("__lambda__",)
+# Keras' markers for plain data (tensors, arrays, slices...), which it decodes without imports.
+_DATA_CLASSES = (
+    "__bytes__",
+    "__ellipsis__",
+    "__keras_tensor__",
+    "__numpy__",
+    "__slice__",
+    "__tensor__",
+    "__typespec__",
+)
 
 
 def _is_keras_module(module: Any) -> bool:
@@ -63,7 +73,7 @@ def scan(config: Any, *, safe_mode: bool, custom_objects: Mapping[str, Any] | No
                     "Replace the Lambda with a registered custom layer, or, only for a bundle you "
                     "trust, load with safe_mode=False."
                 )
-            known = _is_keras_module(module) or module == "builtins" or cls in _CODE_CLASSES
+            known = _is_keras_module(module) or module == "builtins" or cls in _CODE_CLASSES + _DATA_CLASSES
             if not known and not (_resolvable(registered, custom_objects) or _resolvable(cls, custom_objects)):
                 raise BundleError(
                     f"{where}: {label} is class {registered or cls!r} from module {module!r}, which "

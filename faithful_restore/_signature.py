@@ -132,9 +132,7 @@ def of_model(model: Any, sample_inputs: Any = None, sample_outputs: Any = None) 
         if shape is not None:
             dtype = getattr(model, "input_dtype", None) or "float32"
             if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
-                inputs = tuple(
-                    TensorRecord(f"input_{i}", _shape(s), _dtype_name(dtype)) for i, s in enumerate(shape)
-                )
+                inputs = tuple(TensorRecord(f"input_{i}", _shape(s), _dtype_name(dtype)) for i, s in enumerate(shape))
             else:
                 inputs = (TensorRecord("input_0", _shape(shape), _dtype_name(dtype)),)
     if declared_out:
