@@ -16,13 +16,14 @@ Layout (see docs/bundle-format.md)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,23 +68,26 @@ _SKEW_MODES = ("warn", "error", "ignore")
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded bundle.
+    """A model with its optimizer and training state, as loaded by :func:`load_bundle`.
+
+    Build one yourself to describe a live training run for :func:`compare`, e.g.
+    ``Bundle(model, optimizer=opt, state={"step": step})``.
 
     Attributes:
-        path: where it was loaded from.
-        model: the restored Keras model (compiled when loaded with ``compile=True``).
-        optimizer: the restored optimizer, built on ``model``'s variables, or None.
-        manifest: the bundle's :class:`Manifest`.
-        state: the caller's trackables passed to ``load_bundle(state=...)``, now restored.
+        model: the Keras model (restored models are compiled when loaded with ``compile=True``).
+        optimizer: the optimizer, built on ``model``'s variables, or None.
+        manifest: the bundle's :class:`Manifest` (None for a live run).
+        state: the caller's trackables; after ``load_bundle(state=...)`` restored in place.
         preprocessing: the caller's preprocessing mapping as saved.
+        path: where the bundle was loaded from (None for a live run).
     """
 
-    path: str
     model: Any
-    optimizer: Any
-    manifest: Manifest
+    optimizer: Any = None
+    manifest: Manifest | None = None
     state: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -526,27 +530,13 @@ def load_bundle(
         raise BundleError(f"custom_objects must be a dict of names to classes, found {type(custom_objects).__name__}.")
     trackables = _check_state(state, "state")
     manifest = read_manifest(root)
-    local = _fileio.is_local(root)
-    workdir = None if local else tempfile.mkdtemp(prefix="faithful_restore-load-")
-    try:
-        verify_files(root, manifest, copy_to=workdir)
-        files_root = root if workdir is None else workdir
+    with verified_copy(root, manifest) as files_root:
         diffs = check_environment(manifest, on_version_skew)
-        model, config = _load_model(files_root, manifest, custom_objects, safe_mode)
-        optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
-        _random_state.restore(model, manifest.random_state)
-        _restore_state(files_root, manifest, trackables)
-
-        def read(rel: str) -> bytes:
-            entry = manifest.file_map.get(rel)
-            if entry is None:
-                raise BundleError(f"the manifest refers to {rel!r}, which it does not list; the manifest is damaged.")
-            return _fileio.read_bytes(os.path.join(files_root, *rel.split("/")), entry.size)
-
-        preprocessing = _preprocessing.decode_user(manifest.preprocessing["user"], read)
+        bundle = restore(root, files_root, manifest, custom_objects, compile, safe_mode, trackables)
         if verify and manifest.probe is not None:
-            probe = _probe.decode(manifest.probe, read)
-            problems = _probe.check(model, manifest.probe, probe, same_environment=not diffs)
+            problems = _probe.check(
+                bundle.model, manifest.probe, read_probe(files_root, manifest), same_environment=not diffs
+            )
             if problems:
                 raise RoundtripError(
                     f"the model restored from {root!r} does not compute what the saved model "
@@ -554,7 +544,54 @@ def load_bundle(
                     + ("The environment differs (" + _environment.describe(diffs) + "); " if diffs else "")
                     + "run faithful_restore.verify_bundle for a diagnosis."
                 )
+    return bundle
+
+
+@contextlib.contextmanager
+def verified_copy(root: str, manifest: Manifest) -> Iterator[str]:
+    """Checks every file against the manifest and yields a local directory holding them.
+
+    A local bundle is checked in place; a remote one is copied to a temporary directory in the
+    same pass (removed on exit), since Keras and TensorFlow then read it from local disk.
+    """
+    workdir = None if _fileio.is_local(root) else tempfile.mkdtemp(prefix="faithful_restore-load-")
+    try:
+        verify_files(root, manifest, copy_to=workdir)
+        yield root if workdir is None else workdir
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-    return Bundle(root, model, optimizer, manifest, dict(trackables), preprocessing)
+
+
+def _reader(files_root: str, manifest: Manifest) -> Callable[[str], bytes]:
+    def read(rel: str) -> bytes:
+        entry = manifest.file_map.get(rel)
+        if entry is None:
+            raise BundleError(f"the manifest refers to {rel!r}, which it does not list; the manifest is damaged.")
+        return _fileio.read_bytes(os.path.join(files_root, *rel.split("/")), entry.size)
+
+    return read
+
+
+def read_probe(files_root: str, manifest: Manifest) -> _probe.Probe:
+    if manifest.probe is None:
+        raise BundleError("the bundle holds no probe; save it with sample_inputs=.")
+    return _probe.decode(manifest.probe, _reader(files_root, manifest))
+
+
+def restore(
+    root: str,
+    files_root: str,
+    manifest: Manifest,
+    custom_objects: Any,
+    compile: bool,
+    safe_mode: bool,
+    trackables: dict[str, Any],
+) -> Bundle:
+    """Rebuilds the model, optimizer, random and caller state from verified local files."""
+    model, config = _load_model(files_root, manifest, custom_objects, safe_mode)
+    optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
+    _random_state.restore(model, manifest.random_state)
+    _restore_state(files_root, manifest, trackables)
+    preprocessing = _preprocessing.decode_user(manifest.preprocessing["user"], _reader(files_root, manifest))
+    return Bundle(model, optimizer, manifest, dict(trackables), preprocessing, root)

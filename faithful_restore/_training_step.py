@@ -1,0 +1,124 @@
+"""One training step on a model without changing it: what continued training would do next.
+
+The caller's model is snapshotted (every variable, per replica, plus metric state) and put back
+afterwards, and the step uses a copy of the optimizer carrying the original's state, so weights,
+optimizer state, iterations and random state are the same after the call as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from faithful_restore import _optimizer
+
+
+def components(variable: Any) -> list[Any]:
+    """The per-replica tf.Variables behind a (possibly distributed) Keras variable."""
+    inner = getattr(variable, "value", variable)
+    values = getattr(inner, "values", None)
+    if isinstance(values, tuple) and values and not callable(values):
+        return list(values)
+    return [variable]
+
+
+def is_distributed(model: Any) -> bool:
+    return any(len(components(v)) > 1 for v in model.variables)
+
+
+def _all_variables(model: Any) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for v in list(model.variables) + [v for m in getattr(model, "metrics", []) for v in m.variables]:
+        seen.setdefault(id(v), v)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def preserved(model: Any) -> Iterator[None]:
+    """Restores every variable of ``model`` (and its metrics) on exit."""
+    variables = _all_variables(model)
+    saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
+    try:
+        yield
+    finally:
+        for v, values in zip(variables, saved):
+            for c, value in zip(components(v), values):
+                c.assign(value)
+
+
+def loss_for(model: Any, loss_fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """The loss of one step: ``loss_fn(y, y_pred)`` or the compiled loss, plus model.losses."""
+    import tensorflow as tf
+
+    if loss_fn is not None:
+
+        def custom(x: Any, y: Any, y_pred: Any) -> Any:
+            extra = tf.add_n([tf.cast(v, tf.float32) for v in model.losses]) if model.losses else 0.0
+            return tf.cast(loss_fn(y, y_pred), tf.float32) + extra
+
+        return custom
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+    return None
+
+
+def _is_sparse(loss_spec: Any, name: str | None, index: int) -> bool:
+    if isinstance(loss_spec, dict):
+        loss_spec = loss_spec.get(name)
+    elif isinstance(loss_spec, (list, tuple)):
+        loss_spec = loss_spec[index] if index < len(loss_spec) else None
+    label = loss_spec if isinstance(loss_spec, str) else type(loss_spec).__name__ + getattr(loss_spec, "__name__", "")
+    return "sparse" in label.lower()
+
+
+def targets_like(model: Any, outputs: Any, seed: int = 0) -> Any:
+    """Seeded targets shaped like ``outputs``: class ids for sparse losses, shifted values otherwise."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    loss_spec = getattr(model, "loss", None)
+    names = list(outputs) if isinstance(outputs, dict) else None
+    flat = tf.nest.flatten(outputs)
+    out = []
+    for i, tensor in enumerate(flat):
+        array = np.asarray(tensor)
+        name = sorted(names)[i] if names else None
+        if _is_sparse(loss_spec, name, i):
+            out.append(rng.integers(0, max(array.shape[-1], 1), size=array.shape[:-1]))
+        else:
+            shifted = array.astype(np.float32) + 0.5 * rng.normal(size=array.shape).astype(np.float32)
+            out.append(np.clip(shifted, 0.0, 1.0) if "crossentropy" in str(loss_spec) else shifted)
+    return tf.nest.pack_sequence_as(outputs, out)
+
+
+def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
+    """A fresh optimizer of the same config holding ``optimizer``'s state, built on ``model``."""
+    copy = optimizer.__class__.from_config(optimizer.get_config())
+    trainable = model.trainable_variables
+    indices = _optimizer.trainable_indices(optimizer, model) if optimizer.built else None
+    targets = [trainable[i] for i in indices] if indices else list(trainable)
+    copy.build(targets)
+    src, dst = list(optimizer.variables), list(copy.variables)
+    if optimizer.built and len(src) != len(dst):
+        raise ValueError(f"optimizer copy has {len(dst)} variables, the original {len(src)}")
+    for s, d in zip(src, dst):
+        if tuple(s.shape) == tuple(d.shape):
+            d.assign(np.asarray(s))
+    return copy, targets
+
+
+def next_step(model: Any, optimizer: Any, x: Any, y: Any, loss: Callable[..., Any]) -> list[np.ndarray]:
+    """Runs one step on a snapshot of ``model`` and returns the updated trainable weights."""
+    import tensorflow as tf
+
+    with preserved(model):
+        step_opt, targets = _step_optimizer(optimizer, model)
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            value = loss(x, y, y_pred)
+        grads = tape.gradient(value, targets)
+        step_opt.apply_gradients([(g, v) for g, v in zip(grads, targets) if g is not None])
+        return [np.array(v, copy=True) for v in model.trainable_variables]

@@ -1,0 +1,302 @@
+"""verify_bundle() and assert_roundtrip(): the one-call checks users put in scripts and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from faithful_restore import _architecture, _environment, _fileio, _preprocessing, _probe, _random_state, _signature
+from faithful_restore._bundle import Bundle, load_bundle, read_manifest, read_probe, restore, save_bundle, verified_copy
+from faithful_restore._compare import compare
+from faithful_restore._findings import Cause, Finding, Report
+from faithful_restore.errors import BundleError, IntegrityError, RoundtripError
+
+
+def _integrity_report(path: str, error: IntegrityError) -> Report:
+    return Report.build(
+        [Finding(Cause.INTEGRITY, "error", path, "files matching the manifest", str(error), str(error))],
+        ["file integrity"],
+        path,
+    )
+
+
+def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
+    """Does the model Keras rebuilt match what the manifest recorded at save time?"""
+    manifest = bundle.manifest
+    assert manifest is not None
+    model = bundle.model
+    saved_layers = manifest.model.get("layers", [])
+    now_layers = _architecture.describe(model)["layers"]
+    if len(saved_layers) != len(now_layers):
+        findings.append(
+            Finding(
+                Cause.ARCHITECTURE,
+                "error",
+                "model.layers",
+                len(saved_layers),
+                len(now_layers),
+                f"Keras rebuilt {len(now_layers)} layers, the manifest records {len(saved_layers)}; this "
+                "Keras version deserializes the model differently. Load with the saved Keras version.",
+            )
+        )
+    else:
+        for saved, now in zip(saved_layers, now_layers):
+            if saved.get("config_sha256") != now["config_sha256"] or saved.get("class") != now["class"]:
+                findings.append(
+                    Finding(
+                        Cause.ARCHITECTURE,
+                        "error",
+                        now["path"],
+                        {"class": saved.get("class"), "config_sha256": saved.get("config_sha256")},
+                        {"class": now["class"], "config_sha256": now["config_sha256"]},
+                        f"layer {now['path']!r} was rebuilt with a different class or config than was "
+                        "saved; this Keras version reads the config differently. Load with the saved version.",
+                    )
+                )
+    if _has_inputs(model):
+        now_sig = _signature.of_model(model)
+        saved_inputs = [(t.shape, t.dtype) for t in manifest.signature.inputs]
+        now_inputs = [(t.shape, t.dtype) for t in now_sig.inputs]
+        if saved_inputs and saved_inputs != now_inputs:
+            findings.append(
+                Finding(
+                    Cause.INPUT_SIGNATURE,
+                    "error",
+                    "inputs",
+                    [list(s or []) + [d] for s, d in saved_inputs],
+                    [list(s or []) + [d] for s, d in now_inputs],
+                    "the rebuilt model's inputs differ from the recorded signature.",
+                )
+            )
+    record = manifest.optimizer
+    if record is not None:
+        found = int(np.asarray(bundle.optimizer.iterations)) if bundle.optimizer is not None else None
+        if found != record["iterations"]:
+            findings.append(
+                Finding(
+                    Cause.OPTIMIZER_STATE,
+                    "error",
+                    "optimizer.iterations",
+                    record["iterations"],
+                    found,
+                    "the restored optimizer's step counter differs from the saved one.",
+                )
+            )
+    saved_pre = manifest.preprocessing.get("layers", [])
+    now_pre = _preprocessing.layer_states(model)
+    for saved, now in zip(saved_pre, now_pre):
+        if _architecture.jsonable(saved["state"]) != _architecture.jsonable(now["state"]):
+            findings.append(
+                Finding(
+                    Cause.PREPROCESSING,
+                    "error",
+                    now["path"],
+                    saved["state"],
+                    now["state"],
+                    f"preprocessing layer {now['path']!r} was restored with other state than was saved.",
+                )
+            )
+    if _architecture.jsonable(manifest.regularization) != _architecture.jsonable(_architecture.regularization(model)):
+        findings.append(
+            Finding(
+                Cause.REGULARIZATION,
+                "error",
+                "regularization",
+                manifest.regularization,
+                _architecture.regularization(model),
+                "the rebuilt model's dropout/regularizer/normalization settings differ from the saved ones.",
+            )
+        )
+    if _random_state.capture(model) and [r["value"] for r in _random_state.capture(model)] != [
+        r["value"] for r in manifest.random_state
+    ]:
+        findings.append(
+            Finding(
+                Cause.TRAINING_STATE,
+                "error",
+                "random_state",
+                [r["value"] for r in manifest.random_state],
+                [r["value"] for r in _random_state.capture(model)],
+                "the layers' random seed states were not restored as saved.",
+            )
+        )
+
+
+def _has_inputs(model: Any) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def verify_bundle(path: str | os.PathLike[str], *, custom_objects: Any = None, safe_mode: bool = True) -> Report:
+    """Checks a bundle: file integrity, environment skew, a full restore, and the stored probe.
+
+    Findings are reported, never raised.
+
+    Args:
+        path: the bundle directory or URL.
+        custom_objects: custom classes by name, as for load_bundle.
+        safe_mode: refuse bundles that store Python code.
+
+    Returns:
+        A :class:`Report`.
+
+    Raises:
+        BundleError: the bundle cannot be read at all (no manifest, malformed manifest, refused
+            content, a model Keras cannot rebuild).
+    """
+    root = _fileio.as_path(path)
+    checks = ["file integrity"]
+    try:
+        manifest = read_manifest(root)
+    except IntegrityError as e:
+        return _integrity_report(root, e)
+    findings: list[Finding] = []
+    try:
+        with verified_copy(root, manifest) as files_root:
+            diffs = _environment.differences(manifest.environment, _environment.current())
+            for name, a, b in diffs:
+                findings.append(
+                    Finding(
+                        Cause.VERSION_SKEW,
+                        "warning",
+                        f"environment.{name}",
+                        a,
+                        b,
+                        f"{name} was {a!r} when the bundle was saved and is {b!r} now; results may differ "
+                        "by rounding. Install the saved version to reproduce exactly.",
+                    )
+                )
+            checks.append("environment")
+            bundle = restore(root, files_root, manifest, custom_objects, True, safe_mode, {})
+            checks.append("restore (model, optimizer, random state)")
+            _consistency(bundle, findings)
+            checks.append("architecture, preprocessing and regularization vs manifest")
+            if manifest.probe is not None:
+                probe = read_probe(files_root, manifest)
+                problems = _probe.check(bundle.model, manifest.probe, probe, same_environment=not diffs)
+                batch = probe.inputs[0].shape[0] if probe.inputs and probe.inputs[0].ndim else 0
+                checks.append(f"inference outputs on {batch} probe inputs")
+                explained = [f for f in findings if f.severity == "error"]
+                for problem in problems:
+                    findings.append(
+                        Finding(
+                            Cause.OUTPUTS,
+                            "info" if explained else "error",
+                            "probe",
+                            "the saved outputs",
+                            problem,
+                            f"the restored model's outputs moved: {problem}"
+                            + ("; the environment differs (see the version skew findings)." if diffs else "."),
+                        )
+                    )
+            else:
+                findings.append(
+                    Finding(
+                        Cause.OUTPUTS,
+                        "info",
+                        "probe",
+                        None,
+                        None,
+                        "the bundle has no probe, so outputs were not re-checked; save with sample_inputs=.",
+                    )
+                )
+    except IntegrityError as e:
+        return _integrity_report(root, e)
+    return Report.build(findings, checks, root)
+
+
+def _fresh_like(obj: Any) -> Any:
+    """An object of the same kind to restore saved state into, or None when that is not possible."""
+    import tensorflow as tf
+
+    if isinstance(obj, tf.random.Generator):
+        return tf.random.Generator.from_seed(0, alg=obj.algorithm)
+    if isinstance(obj, tf.Variable):
+        return tf.Variable(tf.zeros(obj.shape, obj.dtype), dtype=obj.dtype)
+    return None
+
+
+@contextlib.contextmanager
+def _scratch_path(path: str | os.PathLike[str] | None) -> Iterator[str]:
+    if path is not None:
+        target = _fileio.as_path(path)
+        try:
+            yield target
+        finally:
+            _fileio.remove_tree(target)
+        return
+    with tempfile.TemporaryDirectory(prefix="faithful_restore-roundtrip-") as tmp:
+        yield os.path.join(tmp, f"bundle-{uuid.uuid4().hex[:8]}")
+
+
+def assert_roundtrip(
+    model: Any,
+    sample_inputs: Any = None,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    check_training_step: bool = True,
+    path: str | os.PathLike[str] | None = None,
+    sample_targets: Any = None,
+    loss_fn: Callable[..., Any] | None = None,
+    custom_objects: Any = None,
+    **save_kwargs: Any,
+) -> Report:
+    """Saves ``model`` to a temporary bundle, loads it and asserts the restored model is the same.
+
+    Args:
+        model: the model (with its optimizer) to check.
+        sample_inputs: a batch for the computed checks; synthesized when None.
+        rtol: relative tolerance for computed results beyond the noise floor.
+        atol: absolute tolerance for computed results beyond the noise floor.
+        check_training_step: also compare the next training step.
+        path: where to write the temporary bundle (a temp directory by default; ``ram://``
+            allowed); it is removed afterwards.
+        sample_targets: targets for the training step; synthesized when None.
+        loss_fn: ``loss_fn(y_true, y_pred)`` for models without a compiled loss.
+        custom_objects: passed to load_bundle.
+        **save_kwargs: passed to save_bundle (optimizer, state, preprocessing, metadata).
+
+    Returns:
+        The :class:`Report` when the round trip is faithful.
+
+    Raises:
+        RoundtripError: with the readable report as message and ``.report``, when any finding is
+            an error.
+        BundleError: the model cannot be saved (unbuilt, unserializable).
+    """
+    if "overwrite" in save_kwargs:
+        raise BundleError("assert_roundtrip writes its own temporary bundle; do not pass overwrite.")
+    state = save_kwargs.get("state") or {}
+    fresh = {name: _fresh_like(obj) for name, obj in dict(state).items()}
+    fresh = {name: obj for name, obj in fresh.items() if obj is not None}
+    with _scratch_path(path) as target:
+        save_bundle(model, target, sample_inputs=sample_inputs, overwrite=path is not None, **save_kwargs)
+        restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
+        original = Bundle(
+            model,
+            optimizer=save_kwargs.get("optimizer") or getattr(model, "optimizer", None),
+            state={name: state[name] for name in fresh},
+            preprocessing=dict(restored.preprocessing and save_kwargs.get("preprocessing") or {}),
+        )
+        report = compare(
+            original,
+            restored,
+            sample_inputs,
+            rtol=rtol,
+            atol=atol,
+            check_training_step=check_training_step,
+            sample_targets=sample_targets,
+            loss_fn=loss_fn,
+        )
+    if not report.ok:
+        raise RoundtripError(report.to_text(), report)
+    return report
