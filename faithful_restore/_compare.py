@@ -195,8 +195,12 @@ class _Comparison:
         self.checks.append(f"architecture ({len(lo)} layers)")
 
     def _layer_config(self, path: str, layer_o: Any, layer_r: Any) -> None:
-        co = _architecture.safe_config(layer_o)
-        cr = _architecture.safe_config(layer_r)
+        import keras
+
+        if isinstance(layer_o, keras.Model):
+            return  # a nested model's layers are compared one by one
+        co = _architecture.jsonable(_architecture.safe_config(layer_o))
+        cr = _architecture.jsonable(_architecture.safe_config(layer_r))
         keys = sorted(k for k in set(co) | set(cr) if k != "name" and co.get(k) != cr.get(k))
         if not keys:
             return
@@ -227,7 +231,7 @@ class _Comparison:
                 {k: co.get(k) for k in ks},
                 {k: cr.get(k) for k in ks},
                 f"{type(layer_o).__name__} {path!r} has "
-                + ", ".join(f"{k}={cr.get(k)!r} (saved {co.get(k)!r})" for k in ks)
+                + ", ".join(f"{k}={_brief(cr.get(k))} (saved {_brief(co.get(k))})" for k in ks)
                 + f"; {fixes[cause]}",
             )
 
@@ -488,7 +492,7 @@ class _Comparison:
         for side in (self.o, self.r):
             diverged = []
             for v in side.model.variables:
-                parts = _training_step.components(v)
+                parts = _random_state.components(v)
                 if len(parts) > 1:
                     first = np.asarray(parts[0])
                     worst = max(_array_diff(first, np.asarray(p))[0] for p in parts[1:])
@@ -516,8 +520,9 @@ class _Comparison:
         distributed = _training_step.is_distributed(model_o)
         try:
             if distributed:
-                first = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
-                second = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
+                with _random_state.preserved(model_o):
+                    first = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
+                    second = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
             else:
                 first = _probe.run(model_o, inputs)
                 second = _probe.run(model_o, inputs)
@@ -581,7 +586,8 @@ class _Comparison:
             return
         try:
             called = _probe.run(self.r.model, inputs)
-            predicted = [np.asarray(a) for a in _flatten(self.r.model.predict(inputs, verbose=0))]
+            with _random_state.preserved(self.r.model):
+                predicted = [np.asarray(a) for a in _flatten(self.r.model.predict(inputs, verbose=0))]
             again = _probe.run(self.r.model, inputs)
         except Exception:  # noqa: BLE001 - outputs() already reported an uncallable model
             return
@@ -638,7 +644,8 @@ class _Comparison:
         loss_r = _training_step.loss_for(model_r, loss_fn) or loss
         try:
             if targets is None:
-                targets = _training_step.targets_like(model_o, model_o(inputs, training=False))
+                with _random_state.preserved(model_o):
+                    targets = _training_step.targets_like(model_o, model_o(inputs, training=False))
             first = _training_step.next_step(model_o, self.o.optimizer, inputs, targets, loss)
             second = _training_step.next_step(model_o, self.o.optimizer, inputs, targets, loss)
             found = _training_step.next_step(model_r, opt_r, inputs, targets, loss_r)
@@ -681,6 +688,11 @@ class _Comparison:
                 "random states match: some training state outside the model was not restored (a global "
                 "RNG, a data pipeline); save it with save_bundle(state=...).",
             )
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flatten(value: Any) -> list[Any]:

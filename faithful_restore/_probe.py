@@ -57,10 +57,13 @@ def restructure(structure: str, names: list[str], arrays: list[np.ndarray]) -> A
 
 
 def run(model: Any, inputs: Any) -> list[np.ndarray]:
-    """The model's outputs in inference mode, flattened."""
+    """The model's outputs in inference mode, flattened; the model's random state is kept."""
     import tensorflow as tf
 
-    outputs = model(inputs, training=False)
+    from faithful_restore._random_state import preserved
+
+    with preserved(model):
+        outputs = model(inputs, training=False)
     return [_to_numpy(o) for o in tf.nest.flatten(outputs)]
 
 

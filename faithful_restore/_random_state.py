@@ -8,6 +8,8 @@ they live in the manifest. Their variable paths change across a load (``seed_gen
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,33 @@ from faithful_restore.errors import BundleError
 
 def seed_variables(model: Any) -> list[Any]:
     return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def components(variable: Any) -> list[Any]:
+    """The per-replica tf.Variables behind a (possibly distributed) Keras variable."""
+    inner = getattr(variable, "value", variable)
+    values = getattr(inner, "values", None)
+    if isinstance(values, tuple) and values:
+        return list(values)
+    return [variable]
+
+
+@contextlib.contextmanager
+def preserved(model: Any) -> Iterator[None]:
+    """Puts the model's seed generator states back on exit.
+
+    Some layers draw from their generator even in inference mode (an LSTM with dropout draws its
+    mask before checking ``training``), so running a probe would otherwise change the random
+    state that the next training step depends on.
+    """
+    variables = seed_variables(model)
+    saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
+    try:
+        yield
+    finally:
+        for v, values in zip(variables, saved):
+            for c, value in zip(components(v), values):
+                c.assign(value)
 
 
 def capture(model: Any) -> list[dict[str, Any]]:

@@ -14,15 +14,7 @@ from typing import Any
 import numpy as np
 
 from faithful_restore import _optimizer
-
-
-def components(variable: Any) -> list[Any]:
-    """The per-replica tf.Variables behind a (possibly distributed) Keras variable."""
-    inner = getattr(variable, "value", variable)
-    values = getattr(inner, "values", None)
-    if isinstance(values, tuple) and values and not callable(values):
-        return list(values)
-    return [variable]
+from faithful_restore._random_state import components
 
 
 def is_distributed(model: Any) -> bool:

@@ -521,3 +521,19 @@ def test_preprocessing_mapping_roundtrip(tmp_path):
     assert list(bundle.preprocessing["vocab"]) == ["a", "b"]
     assert bundle.preprocessing["note"] == "z-score"
     assert bundle.manifest.metadata == {"run": "exp1", "lr": 0.01}
+
+
+def test_probe_leaves_random_state_untouched(tmp_path):
+    """An LSTM with dropout draws its mask even at inference; probing must not advance its RNG."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((5, 2)), keras.layers.LSTM(4, dropout=0.2), keras.layers.Dense(1)])
+    x = np.ones((4, 5, 2), "float32")
+    seeds = [np.array(v) for v in model.variables if v.name == "seed_generator_state"]
+    path = str(tmp_path / "b")
+    fr.save_bundle(model, path, sample_inputs=x)
+    for before, v in zip(seeds, [v for v in model.variables if v.name == "seed_generator_state"]):
+        np.testing.assert_array_equal(before, np.asarray(v))
+    bundle = fr.load_bundle(path)  # verify=True runs the probe
+    restored = [np.asarray(v) for v in bundle.model.variables if v.name == "seed_generator_state"]
+    for before, after in zip(seeds, restored):
+        np.testing.assert_array_equal(before, after)
