@@ -585,10 +585,11 @@ class _Comparison:
         if _training_step.is_distributed(self.r.model):
             return
         try:
-            called = _probe.run(self.r.model, inputs)
+            # The random state advances between the runs (as in real use) and is put back after.
             with _random_state.preserved(self.r.model):
+                called = _probe.run(self.r.model, inputs, keep_random_state=False)
                 predicted = [np.asarray(a) for a in _flatten(self.r.model.predict(inputs, verbose=0))]
-            again = _probe.run(self.r.model, inputs)
+                again = _probe.run(self.r.model, inputs, keep_random_state=False)
         except Exception:  # noqa: BLE001 - outputs() already reported an uncallable model
             return
         noise = max((d for d, _ in _probe.max_differences(called, again)), default=0.0)

@@ -9,6 +9,7 @@ legitimately differ by rounding, so a looser tolerance applies there.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,13 +57,16 @@ def restructure(structure: str, names: list[str], arrays: list[np.ndarray]) -> A
     return arrays[0]
 
 
-def run(model: Any, inputs: Any) -> list[np.ndarray]:
-    """The model's outputs in inference mode, flattened; the model's random state is kept."""
+def run(model: Any, inputs: Any, keep_random_state: bool = True) -> list[np.ndarray]:
+    """The model's outputs in inference mode, flattened.
+
+    With ``keep_random_state`` the model's seed generators are put back afterwards.
+    """
     import tensorflow as tf
 
     from faithful_restore._random_state import preserved
 
-    with preserved(model):
+    with preserved(model) if keep_random_state else contextlib.nullcontext():
         outputs = model(inputs, training=False)
     return [_to_numpy(o) for o in tf.nest.flatten(outputs)]
 

@@ -94,7 +94,10 @@ def _records(tensors: Any, names: list[str] | None = None) -> tuple[TensorRecord
     flat = tf.nest.flatten(tensors)
     out = []
     for i, t in enumerate(flat):
-        name = names[i] if names and i < len(names) else getattr(t, "name", None) or f"input_{i}"
+        # A Keras input tensor is best named by the InputLayer that made it.
+        history = getattr(t, "_keras_history", None)
+        layer_name = getattr(getattr(history, "operation", None), "name", None)
+        name = names[i] if names and i < len(names) else layer_name or getattr(t, "name", None) or f"input_{i}"
         out.append(TensorRecord(str(name), _shape(getattr(t, "shape", None)), _dtype_name(t.dtype)))
     return tuple(out)
 

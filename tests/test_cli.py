@@ -1,0 +1,124 @@
+"""The command line through its real entry point (subprocesses): output, --json and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import make_xy, rewrite_manifest, sequential_model
+
+import faithful_restore as fr
+
+EXE = shutil.which("faithful-restore")
+
+
+def run(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "faithful_restore", *args] if module or EXE is None else [EXE, *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = sequential_model()
+    good = str(root / "good")
+    fr.save_bundle(model, good, sample_inputs=make_xy(8)[0], metadata={"run": "cli"})
+    other = sequential_model(trained=False)
+    fresh = str(root / "fresh")
+    fr.save_bundle(other, fresh)
+    return {"good": good, "fresh": fresh, "root": root}
+
+
+def test_inspect_text_and_json(bundles):
+    out = run("inspect", bundles["good"])
+    assert out.returncode == 0, out.stderr
+    assert "optimizer: Adam (model.optimizer), iterations 8" in out.stdout
+    assert "inputs: input_layer (None, 4) float32" in out.stdout
+    out = run("inspect", bundles["good"], "--json")
+    data = json.loads(out.stdout)
+    assert data["format_version"] == fr.FORMAT_VERSION and data["metadata"] == {"run": "cli"}
+
+
+def test_verify_ok_and_json(bundles):
+    out = run("verify", bundles["good"])
+    assert out.returncode == 0, out.stderr
+    assert "matches the original" in out.stdout
+    out = run("verify", bundles["good"], "--json", module=True)
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["ok"] is True
+
+
+def test_verify_tampered_exits_1(bundles):
+    bad = str(bundles["root"] / "tampered")
+    shutil.copytree(bundles["good"], bad)
+    weights = os.path.join(bad, "model", "model.weights.h5")
+    data = bytearray(open(weights, "rb").read())
+    data[-100] ^= 1
+    open(weights, "wb").write(bytes(data))
+    out = run("verify", bad, "--json")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report["findings"][0]["cause"] == "integrity"
+
+
+def test_unreadable_input_exits_2_with_one_line(tmp_path):
+    out = run("verify", str(tmp_path / "nope"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("faithful-restore: error: no bundle at")
+    assert "Traceback" not in out.stderr
+    out = run("--debug", "inspect", str(tmp_path / "nope"))
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+def test_usage_error_exits_2():
+    out = run("frobnicate")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+def test_diff_two_bundles(bundles, tmp_path):
+    same = run("diff", bundles["good"], bundles["good"], "--json")
+    assert same.returncode == 0, same.stdout + same.stderr
+    differ = run("diff", bundles["good"], bundles["fresh"], "--json")
+    assert differ.returncode == 1
+    causes = [f["cause"] for f in json.loads(differ.stdout)["findings"] if f["severity"] == "error"]
+    assert causes[0] == "weights"
+    assert "optimizer_state" in causes
+
+
+def test_diff_reports_version_skew(bundles, tmp_path):
+    skewed = str(tmp_path / "skewed")
+    shutil.copytree(bundles["good"], skewed)
+    rewrite_manifest(skewed, lambda d: d["environment"].update(numpy="1.24.0"))
+    out = run("diff", bundles["good"], skewed)
+    assert out.returncode == 0  # skew alone is a warning
+    assert "version_skew @ environment.numpy" in out.stdout
+
+
+def test_demo_quick_json():
+    out = run("demo", "--quick", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    rows = {r["scenario"]: r for r in result["rows"]}
+    assert rows["bundle"]["ok"] and rows["bundle"]["max_weight_diff_after_training"] == 0.0
+    assert rows["bundle"]["continued_loss"] == rows["original"]["continued_loss"]
+    weights_only = rows["weights only"]
+    assert weights_only["accuracy"] == rows["original"]["accuracy"]  # inference unaffected
+    assert weights_only["max_weight_diff_after_training"] > 0  # continued training is not
+    assert weights_only["diagnosis"].startswith("optimizer_state")
+    assert rows["rebuilt, other regularization"]["diagnosis"].startswith("regularization")
+    assert rows["rebuilt, other architecture"]["diagnosis"].startswith("architecture")
+    assert np.isfinite(result["test_accuracy"]) and result["test_accuracy"] > 0.8
+
+
+def test_demo_text_output():
+    out = run("demo", "--quick")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "scenario" in out.stdout and "weights only" in out.stdout
+    assert "What this run measured:" in out.stdout
