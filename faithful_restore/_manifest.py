@@ -181,6 +181,22 @@ class Manifest:
                 and isinstance(entry.get("dtype"), str)
             ):
                 raise BundleError(f"manifest random_state entry {entry!r} is malformed.")
+        _check_model(typed("model", dict))
+        for entry in typed("regularization", list):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("settings"), dict)
+            ):
+                raise BundleError(f"manifest regularization entry {entry!r} is malformed.")
+        for entry in preprocessing["layers"]:
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("state"), dict)
+                and isinstance(entry["state"].get("kind"), str)
+            ):
+                raise BundleError(f"manifest preprocessing layer entry {entry!r} is malformed.")
         files_raw = typed("files", list)
         files = tuple(FileEntry.from_dict(f) for f in files_raw)
         if len({f.path for f in files}) != len(files):
@@ -202,6 +218,26 @@ class Manifest:
             probe=probe,
             files=files,
         )
+
+
+def _check_model(section: dict[str, Any]) -> None:
+    params = section.get("params")
+    layers = section.get("layers")
+    if not (
+        isinstance(section.get("class"), str)
+        and isinstance(section.get("name"), str)
+        and isinstance(params, dict)
+        and all(isinstance(params.get(k), int) for k in ("trainable", "non_trainable"))
+        and isinstance(layers, list)
+    ):
+        raise BundleError("manifest 'model' must have class, name, params {trainable, non_trainable} and layers.")
+    for layer in layers:
+        if not (
+            isinstance(layer, dict)
+            and all(isinstance(layer.get(k), str) for k in ("path", "class", "config_sha256"))
+            and isinstance(layer.get("weights"), list)
+        ):
+            raise BundleError(f"manifest model layer entry {layer!r} is malformed.")
 
 
 def _check_optimizer(section: dict[str, Any]) -> None:

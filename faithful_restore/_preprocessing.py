@@ -43,12 +43,15 @@ def _layer_state(layer: Any) -> dict[str, Any] | None:
     if kind == "Normalization":
         state["axis"] = jsonable(config.get("axis"))
         state["invert"] = bool(config.get("invert", False))
-        count = [v for v in layer.variables if v.name == "count"]
         explicit = config.get("mean") is not None
-        state["adapted"] = bool(explicit or (count and float(np.asarray(count[0])) > 0))
+        adapted = explicit
         if layer.built:
             state["mean"] = _floats(layer.mean)
             state["variance"] = _floats(layer.variance)
+            # Keras leaves `count` at 0 after adapt(); an identity (mean 0, variance 1) layer is
+            # what an un-adapted one computes: inputs pass through unnormalized.
+            adapted = adapted or any(m != 0.0 for m in state["mean"]) or any(v != 1.0 for v in state["variance"])
+        state["adapted"] = bool(adapted)
     elif kind == "Rescaling":
         state["scale"] = jsonable(config.get("scale"))
         state["offset"] = jsonable(config.get("offset"))

@@ -255,7 +255,9 @@ def test_verify_bundle_reports_moved_outputs(tmp_path):
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
     rewrite_manifest(
         str(path),
-        lambda d: [f.update(sha256=sha, size=out.stat().st_size) for f in d["files"] if f["path"] == "probe/output_0.npy"],
+        lambda d: [
+            f.update(sha256=sha, size=out.stat().st_size) for f in d["files"] if f["path"] == "probe/output_0.npy"
+        ],
     )
     report = fr.verify_bundle(str(path))
     assert not report.ok and report.findings[0].cause is Cause.OUTPUTS

@@ -1,0 +1,69 @@
+"""Paths, hashing and the atomic commit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+import faithful_restore as fr
+from faithful_restore import _fileio
+
+
+def test_as_path_accepts_pathlike_and_file_urls(tmp_path):
+    assert _fileio.as_path(tmp_path / "b") == str(tmp_path / "b")
+    assert _fileio.as_path(f"file://{tmp_path}/b/") == f"{tmp_path}/b"
+    with pytest.raises(fr.BundleError):
+        _fileio.as_path(["not", "a", "path"])
+
+
+def test_hash_and_copy_agree(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    expected = (len(data), hashlib.sha256(data).hexdigest())
+    assert _fileio.hash_file(str(src)) == expected
+    assert _fileio.copy_hashing(str(src), "ram://fr-fileio/copy.bin") == expected
+    assert _fileio.hash_file("ram://fr-fileio/copy.bin") == expected
+
+
+def test_commit_local_replaces_and_cleans(tmp_path):
+    target = tmp_path / "b"
+    target.mkdir()
+    (target / "old").write_text("old")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "new").write_text("new")
+    with pytest.raises(fr.BundleError, match="overwrite=False"):
+        _fileio.commit_local(str(stage), str(target), overwrite=False)
+    _fileio.commit_local(str(stage), str(target), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["b"]
+    assert (target / "new").read_text() == "new"
+
+
+def test_stage_dir_is_a_hidden_sibling(tmp_path):
+    stage = _fileio.local_stage_dir(str(tmp_path / "bundle"))
+    assert os.path.dirname(stage) == str(tmp_path)
+    assert os.path.basename(stage).startswith(".bundle" + _fileio.TMP_TAG)
+
+
+def test_list_files_reports_links(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    os.symlink("/etc", tmp_path / "link")
+    assert _fileio.list_files(str(tmp_path)) == ["d/f", "link"]
+
+
+def test_symlinked_file_in_bundle_is_refused(tmp_path):
+    from conftest import sequential_model
+
+    path = tmp_path / "b"
+    fr.save_bundle(sequential_model(), str(path))
+    meta = path / "model" / "metadata.json"
+    real = tmp_path / "elsewhere.json"
+    real.write_bytes(meta.read_bytes())
+    meta.unlink()
+    os.symlink(real, meta)
+    with pytest.raises(fr.IntegrityError, match="link"):
+        fr.load_bundle(str(path))

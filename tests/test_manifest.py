@@ -1,0 +1,103 @@
+"""The manifest reader: strict, versioned, and only ever raises our own errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import sequential_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import faithful_restore as fr
+from faithful_restore import _manifest
+
+
+@pytest.fixture(scope="module")
+def manifest_dict(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "b"
+    manifest = fr.save_bundle(sequential_model(), str(path), sample_inputs=__import__("numpy").ones((2, 4), "float32"))
+    return manifest.to_dict()
+
+
+def test_to_dict_from_dict_roundtrip(manifest_dict):
+    manifest = fr.Manifest.from_dict(manifest_dict)
+    assert manifest.to_dict() == manifest_dict
+    assert _manifest.parse(manifest.to_json()) == manifest
+
+
+def test_json_is_deterministic(manifest_dict):
+    manifest = fr.Manifest.from_dict(manifest_dict)
+    assert manifest.to_json() == fr.Manifest.from_dict(json.loads(manifest.to_json())).to_json()
+    keys = list(json.loads(manifest.to_json()))
+    assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["../outside", "/etc/passwd", "a/../../b", "a//b", "C:\\x", "a\\b", "./a", "", "a/./b"],
+)
+def test_file_paths_outside_the_bundle_are_refused(manifest_dict, bad):
+    data = json.loads(json.dumps(manifest_dict))
+    data["files"][0]["path"] = bad
+    with pytest.raises(fr.BundleError, match="not a plain relative path"):
+        fr.Manifest.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d.update(format="other"), "not written by faithful_restore"),
+        (lambda d: d.update(format_version="3.1"), "upgrade faithful_restore"),
+        (lambda d: d.update(format_version="one"), "must look like"),
+        (lambda d: d.pop("files"), "lacks"),
+        (lambda d: d.update(surprise=1), "unknown keys"),
+        (lambda d: d["files"][0].update(size=-1), "non-negative"),
+        (lambda d: d["files"][0].update(sha256="xyz"), "64 lowercase hex"),
+        (lambda d: d["files"].append(dict(d["files"][0])), "twice"),
+        (lambda d: d.update(state="step"), "has type str"),
+        (lambda d: d["probe"]["tolerance"]["same_environment"].update(atol=-1.0), "finite non-negative"),
+        (lambda d: d["optimizer"].update(source="elsewhere"), "source must be"),
+        (lambda d: d["environment"].pop("keras"), "lacks"),
+        (lambda d: d["signature"]["inputs"][0].update(shape=["x"]), "ints or nulls"),
+    ],
+)
+def test_malformed_manifests_are_refused(manifest_dict, mutate, match):
+    data = json.loads(json.dumps(manifest_dict))
+    mutate(data)
+    with pytest.raises(fr.BundleError, match=match):
+        fr.Manifest.from_dict(data)
+
+
+def test_non_finite_and_deep_json_are_refused():
+    with pytest.raises(fr.BundleError, match="NaN"):
+        _manifest.parse(b'{"x": NaN}')
+    with pytest.raises(fr.BundleError, match="nests too deeply|not valid"):
+        _manifest.parse(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(fr.BundleError, match="UTF-8 JSON"):
+        _manifest.parse(b"\xff\xfe")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(sorted(_manifest.Manifest.__dataclass_fields__)), value=json_values)
+def test_fuzzed_fields_only_raise_our_errors(manifest_dict, key, value):
+    data = json.loads(json.dumps(manifest_dict))
+    data[key] = value
+    try:
+        fr.Manifest.from_dict(data)
+    except fr.BundleError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_fuzzed_bytes_only_raise_our_errors(raw):
+    with pytest.raises(fr.BundleError):
+        _manifest.parse(raw)
