@@ -64,6 +64,7 @@ OPTIMIZER_FILE = "optimizer.weights.h5"
 STATE_PREFIX = "state/ckpt"
 _MAX_CONFIG_BYTES = 256 * 1024 * 1024
 _SKEW_MODES = ("warn", "error", "ignore")
+_MAX_LOAD_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,6 @@ def save_bundle(
         BundleError: bad arguments, an unbuilt or unserializable model, an existing ``path``
             without ``overwrite``, or a write failure (nothing at ``path`` is changed then).
     """
-    import tensorflow as tf
 
     target = _fileio.as_path(path)
     _check_model(model)
@@ -243,6 +243,27 @@ def save_bundle(
         "regularization": _architecture.regularization(model),
         "random_state": _random_state.capture(model),
     }
+
+    with _fileio.writer_lock(target):
+        _fileio.recover_and_clean(target)
+        _check_target(target, overwrite)  # again: another writer may have finished meanwhile
+        return _write(model, target, overwrite, opt, source, trackables, files, meta, probe_section, sections)
+
+
+def _write(
+    model: Any,
+    target: str,
+    overwrite: bool,
+    opt: Any,
+    source: str | None,
+    trackables: dict[str, Any],
+    files: dict[str, bytes],
+    meta: dict[str, Any],
+    probe_section: dict[str, Any] | None,
+    sections: dict[str, Any],
+) -> Manifest:
+    """Stages every file, hashes it, writes the manifest last and commits."""
+    import tensorflow as tf
 
     stage = _fileio.local_stage_dir(target)
     try:
@@ -319,65 +340,70 @@ def _check_target(target: str, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- load
 
 
-def read_manifest(root: str) -> Manifest:
+def read_manifest(root: str, label: str | None = None) -> Manifest:
     """Reads and validates ``manifest.json`` against ``manifest.sha256``.
+
+    ``label`` names the bundle in messages when ``root`` is a snapshot of it.
 
     Raises:
         BundleError: not a bundle, or a malformed or newer-format manifest.
         IntegrityError: the manifest does not match its digest.
     """
+    shown = label or root
     if not _fileio.exists(root):
-        raise BundleError(f"no bundle at {root!r}: the path does not exist. Check the path.")
+        raise BundleError(f"no bundle at {shown!r}: the path does not exist. Check the path.")
     if not _fileio.isdir(root):
-        raise BundleError(f"{root!r} is a file, not a bundle directory. Pass the bundle's directory.")
+        raise BundleError(f"{shown!r} is a file, not a bundle directory. Pass the bundle's directory.")
     manifest_path = _fileio.join(root, MANIFEST)
     if not _fileio.exists(manifest_path):
         raise BundleError(
-            f"{root!r} holds no {MANIFEST}: it is not a bundle, or a save into it never finished. "
+            f"{shown!r} holds no {MANIFEST}: it is not a bundle, or a save into it never finished. "
             "Pass a directory written by save_bundle."
         )
     raw = _fileio.read_bytes(manifest_path, MAX_MANIFEST_BYTES)
     digest_path = _fileio.join(root, DIGEST)
     if not _fileio.exists(digest_path):
-        raise IntegrityError(f"{root!r} lacks {DIGEST}, which protects the manifest; the bundle is damaged.")
+        raise IntegrityError(f"{shown!r} lacks {DIGEST}, which protects the manifest; the bundle is damaged.")
     recorded = _fileio.read_bytes(digest_path, 200).decode("ascii", "replace").strip()
     if recorded != digest(raw):
         raise IntegrityError(
-            f"{MANIFEST} in {root!r} does not match {DIGEST} (expected sha256 {recorded[:16]}..., "
+            f"{MANIFEST} in {shown!r} does not match {DIGEST} (expected sha256 {recorded[:16]}..., "
             f"found {digest(raw)[:16]}...): the manifest was modified or damaged. Restore the bundle "
             "from a good copy."
         )
     return parse(raw)
 
 
-def verify_files(root: str, manifest: Manifest, copy_to: str | None = None) -> None:
+def verify_files(root: str, manifest: Manifest, copy_to: str | None = None, label: str | None = None) -> None:
     """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
 
     With ``copy_to`` (a local directory), every file is also copied there in the same pass.
+    ``label`` names the bundle in messages when ``root`` is a snapshot of it.
 
     Raises:
         IntegrityError: naming the first missing, extra, resized, modified or linked file.
     """
+    shown = label or root
     present = set(_fileio.list_files(root)) - {MANIFEST, DIGEST}
     listed = manifest.file_map
     missing = sorted(set(listed) - present)
     if missing:
         raise IntegrityError(
-            f"{missing[0]!r} is listed in the manifest but missing from {root!r}"
+            f"{missing[0]!r} is listed in the manifest but missing from {shown!r}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; the bundle is incomplete. Restore it from a good copy."
         )
     extra = sorted(present - set(listed))
     if extra:
         raise IntegrityError(
-            f"{extra[0]!r} in {root!r} is not listed in the manifest; a bundle holds only the "
+            f"{extra[0]!r} in {shown!r} is not listed in the manifest; a bundle holds only the "
             "files it lists. Remove it or restore the bundle from a good copy."
         )
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
         if _fileio.is_local(root):
             if os.path.islink(full) or not os.path.isfile(full):
-                raise IntegrityError(f"{rel!r} in {root!r} is a link or not a regular file; refusing it.")
+                raise IntegrityError(f"{rel!r} in {shown!r} is a link or not a regular file; refusing it.")
             size = os.path.getsize(full)
             if size != entry.size:
                 raise IntegrityError(
@@ -420,6 +446,9 @@ def _load_model(root: str, manifest: Manifest, custom_objects: Any, safe_mode: b
     except (ValueError, RecursionError) as e:
         raise BundleError(f"{MODEL_CONFIG} is not valid JSON ({e}); the bundle is damaged.") from e
     _safety.scan(config, safe_mode=safe_mode, custom_objects=custom_objects, where=MODEL_CONFIG)
+    for rel in (MODEL_WEIGHTS, OPTIMIZER_FILE):
+        if rel in manifest.file_map:
+            _safety.scan_h5(os.path.join(root, *rel.split("/")), rel)
     try:
         with warnings.catch_warnings():
             # The optimizer in the weights file is restored by faithful_restore itself.
@@ -529,8 +558,62 @@ def load_bundle(
     if custom_objects is not None and not isinstance(custom_objects, Mapping):
         raise BundleError(f"custom_objects must be a dict of names to classes, found {type(custom_objects).__name__}.")
     trackables = _check_state(state, "state")
-    manifest = read_manifest(root)
-    with verified_copy(root, manifest) as files_root:
+    # A writer may replace the bundle while it is read (an atomic swap of directories): load
+    # optimistically and start again when the manifest changed underneath.
+    for _attempt in range(_MAX_LOAD_ATTEMPTS):
+        before = _fingerprint(root)
+        try:
+            bundle, pinned = _load_once(root, custom_objects, compile, safe_mode, on_version_skew, verify, trackables)
+        except (BundleError, OSError):
+            if _fingerprint(root) != before:
+                continue
+            raise
+        if pinned or _fingerprint(root) == before:
+            return bundle
+    raise BundleError(
+        f"the bundle at {root!r} was replaced {_MAX_LOAD_ATTEMPTS} times while it was being loaded; "
+        "retry when no writer is saving to it."
+    )
+
+
+def _fingerprint(root: str) -> bytes | None:
+    """The manifest digest file's content: every committed save writes a new one."""
+    try:
+        return _fileio.read_bytes(_fileio.join(root, DIGEST), 200)
+    except (OSError, BundleError):
+        return None
+
+
+def _load_once(
+    root: str,
+    custom_objects: Any,
+    compile: bool,
+    safe_mode: bool,
+    on_version_skew: str,
+    verify: bool,
+    trackables: dict[str, Any],
+) -> tuple[Bundle, bool]:
+    """One load attempt; also says whether it read a pinned snapshot (immune to writers)."""
+    with consistent_view(root) as view:
+        manifest = read_manifest(view, label=root)
+        bundle = _load_verified(
+            root, view, manifest, custom_objects, compile, safe_mode, on_version_skew, verify, trackables
+        )
+    return bundle, view != root
+
+
+def _load_verified(
+    root: str,
+    view: str,
+    manifest: Manifest,
+    custom_objects: Any,
+    compile: bool,
+    safe_mode: bool,
+    on_version_skew: str,
+    verify: bool,
+    trackables: dict[str, Any],
+) -> Bundle:
+    with verified_copy(view, manifest, label=root) as files_root:
         diffs = check_environment(manifest, on_version_skew)
         bundle = restore(root, files_root, manifest, custom_objects, compile, safe_mode, trackables)
         if verify and manifest.probe is not None:
@@ -547,8 +630,15 @@ def load_bundle(
     return bundle
 
 
+def consistent_view(root: str) -> contextlib.AbstractContextManager[str]:
+    """A view of the bundle that concurrent writers cannot change (see _fileio.local_snapshot)."""
+    if _fileio.is_local(root):
+        return _fileio.local_snapshot(root)
+    return contextlib.nullcontext(root)
+
+
 @contextlib.contextmanager
-def verified_copy(root: str, manifest: Manifest) -> Iterator[str]:
+def verified_copy(root: str, manifest: Manifest, label: str | None = None) -> Iterator[str]:
     """Checks every file against the manifest and yields a local directory holding them.
 
     A local bundle is checked in place; a remote one is copied to a temporary directory in the
@@ -556,7 +646,7 @@ def verified_copy(root: str, manifest: Manifest) -> Iterator[str]:
     """
     workdir = None if _fileio.is_local(root) else tempfile.mkdtemp(prefix="faithful_restore-load-")
     try:
-        verify_files(root, manifest, copy_to=workdir)
+        verify_files(root, manifest, copy_to=workdir, label=label)
         yield root if workdir is None else workdir
     finally:
         if workdir is not None:

@@ -86,3 +86,37 @@ def scan(config: Any, *, safe_mode: bool, custom_objects: Mapping[str, Any] | No
             walk(value, f"{path}.{key}" if path else str(key), depth + 1)
 
     walk(config, "", 0)
+
+
+def scan_h5(path: str, where: str) -> None:
+    """Raises BundleError if an HDF5 file links or maps data outside itself.
+
+    External links, external dataset storage and virtual datasets make HDF5 read other files;
+    a bundle's weights must come from the bundle's own (hashed) bytes only.
+    """
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise BundleError(f"{where} is not a readable HDF5 file ({e}); the bundle is damaged.") from e
+    with f:
+        stack: list[tuple[Any, str]] = [(f, "")]
+        while stack:
+            group, prefix = stack.pop()
+            for name in group:
+                link = group.get(name, getlink=True)
+                path_in = f"{prefix}/{name}"
+                if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+                    raise BundleError(
+                        f"{where}: {path_in} is an HDF5 {type(link).__name__}; a bundle never links outside "
+                        "its own data. Refusing it; re-create the bundle with save_bundle."
+                    )
+                item = group.get(name)
+                if isinstance(item, h5py.Group):
+                    stack.append((item, path_in))
+                elif isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+                    raise BundleError(
+                        f"{where}: dataset {path_in} stores its data in other files (external or "
+                        "virtual storage); refusing it. Re-create the bundle with save_bundle."
+                    )
