@@ -153,12 +153,22 @@ def encode_user(preprocessing: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     return entries, files
 
 
+def load_npy(data: bytes, where: str) -> np.ndarray:
+    """Reads .npy bytes without pickle; anything else is a BundleError."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:  # object arrays need pickle, which bundles never use
+        raise BundleError(f"{where} is not a plain NumPy array ({e}); refusing it (bundles never use pickle).") from e
+    except (OSError, EOFError) as e:
+        raise BundleError(f"{where} is not a valid .npy file ({e}); the bundle is damaged.") from e
+
+
 def decode_user(entries: Mapping[str, Any], read: Any) -> dict[str, Any]:
     """Rebuilds the caller's mapping; ``read(rel_path) -> bytes`` reads a bundle file."""
     out: dict[str, Any] = {}
     for key, entry in entries.items():
         if entry["kind"] == "array":
-            out[key] = np.load(io.BytesIO(read(entry["file"])), allow_pickle=False)
+            out[key] = load_npy(read(entry["file"]), entry["file"])
         else:
             out[key] = entry["value"]
     return out

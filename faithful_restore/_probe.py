@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from faithful_restore._preprocessing import load_npy
 from faithful_restore.errors import BundleError
 
 DIR = "probe"
@@ -152,7 +153,7 @@ def encode(probe: Probe) -> tuple[dict[str, Any], dict[str, bytes]]:
 
 def decode(section: Mapping[str, Any], read: Callable[[str], bytes]) -> Probe:
     def load(entry: Mapping[str, Any]) -> np.ndarray:
-        array = np.load(io.BytesIO(read(entry["file"])), allow_pickle=False)
+        array = load_npy(read(entry["file"]), entry["file"])
         if array.dtype.str != entry["dtype"] or list(array.shape) != entry["shape"]:
             raise BundleError(
                 f"{entry['file']} holds {array.dtype.str} {list(array.shape)}, the manifest records "
