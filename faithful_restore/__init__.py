@@ -4,6 +4,7 @@ from faithful_restore._bundle import Bundle, load_bundle, save_bundle
 from faithful_restore._compare import compare
 from faithful_restore._environment import Environment
 from faithful_restore._findings import Cause, Finding, Report
+from faithful_restore._manager import BundleInfo, BundleManager
 from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest
 from faithful_restore._signature import Signature, TensorRecord
 from faithful_restore._verify import assert_roundtrip, verify_bundle
@@ -22,6 +23,8 @@ __all__ = [
     "FORMAT_VERSION",
     "Bundle",
     "BundleError",
+    "BundleInfo",
+    "BundleManager",
     "Cause",
     "Environment",
     "FaithfulRestoreError",
@@ -42,3 +45,13 @@ __all__ = [
     "save_bundle",
     "verify_bundle",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `faithful_restore.keras` subclasses a Keras callback, so importing it imports TensorFlow;
+    # load it on first use to keep `import faithful_restore` light.
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module("faithful_restore.keras")
+    raise AttributeError(f"module 'faithful_restore' has no attribute {name!r}")
