@@ -114,9 +114,7 @@ def test_readers_during_overwrites_see_old_or_new(tmp_path):
 @pytest.mark.parametrize("overwrite", ["0", "1"])
 def test_two_concurrent_writers(tmp_path, overwrite):
     path = tmp_path / "bundle"
-    procs = [
-        _start(path, tmp_path / f"d{k}.json", f"once-{k}", FR_OVERWRITE=overwrite) for k in ("a", "b")
-    ]
+    procs = [_start(path, tmp_path / f"d{k}.json", f"once-{k}", FR_OVERWRITE=overwrite) for k in ("a", "b")]
     outputs = [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
     digests = json.loads((tmp_path / "da.json").read_text())
     held = _check_invariant(path, digests)
