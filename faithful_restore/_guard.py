@@ -10,28 +10,37 @@ and, optionally, the model's input :class:`~faithful_restore._signature.Signatur
   batch on another scale (typically unnormalized, e.g. pixel values 0..255 fed to a model trained
   on standardized ones), and out-of-vocabulary tokens.
 
-False positives. Every test is built so that batches drawn from the training distribution rarely
-trigger it, whatever the batch size:
+False positives. Each test is built so that batches drawn from the training distribution
+trigger it with probability below ``significance`` (1e-6) per feature and batch, whatever the
+batch size and (for all but the NaN check, given independent rows) whatever the shape of the
+distribution:
 
-- rates (out-of-range values, NaN when training had some, out-of-vocabulary tokens) are compared
-  with the rate training implies using the Chernoff bound on the binomial tail, which is an upper
-  bound on the p-value: a finding needs p < ``significance`` (1e-6), so the false-positive rate
-  of each such test is below 1e-6 per feature and batch. The rate must also exceed a practical
-  minimum (1% out of range, 5% out of vocabulary). Training's own rates are estimated
-  conservatively: 4 / (count + 1) for values beyond the extremes of ``count`` training values
-  (twice their expectation, to allow for the randomness of the extremes), and for unseen tokens
-  the tail the vocabulary summary dropped plus the Good-Turing estimate of unseen mass.
-- the mean shift is a z-test of the batch mean against the training mean with standard error
-  std * sqrt(1/n + 1/count): for near-normal batch means (CLT) z >= 5 happens with probability
-  5.7e-7. Skewed features (e.g. a rare 0/1 flag) have heavier tails, so the batch median must also
-  move, in the same direction, by at least ``mean_shift_sigmas`` training stds. The shift must be
-  at least ``mean_shift_sigmas`` (0.25) training stds to matter at all, so large batches do not
-  flag negligible drift.
-- the scale test needs at least 16 rows and a ratio of at least 3 (or at most 1/3) in both the
-  standard deviation and the interquartile range, so a single outlier does not trigger it.
+- every rate test compares a count in the batch with the rate training implies, using the
+  Chernoff bound exp(-n KL(k/n || p)) on the binomial tail, an upper bound on the p-value; a
+  finding needs it below ``significance``. Training rates are taken conservatively: 4 / (count + 1)
+  for values beyond the extremes of ``count`` training values (twice the expectation, allowing
+  for the randomness of the extremes); for values beyond a training quantile, its level plus the
+  quantile's rank error (the 99.9% DKW bound); for out-of-vocabulary tokens,
+  :attr:`~faithful_restore._stats.CategoricalSummary.expected_oov_rate`. Rates must also reach a
+  practical minimum (``out_of_range_fraction`` 1%, ``oov_rate`` 5%).
+- NaN or Inf when training had none is always an error: no amount of chance explains it.
+- mean shift: the batch mean must be ``mean_shift_z`` (5) standard errors from the training mean,
+  the standard error being std * sqrt(1/n + 1/count) (the batch-size scaling; about 5.7e-7 for a
+  near-normal batch mean), and at least ``mean_shift_sigmas`` (0.25) training stds away, so that
+  huge batches do not flag negligible drift. Skewed features (a rare 0/1 flag, log-normal income)
+  make the z-test alone unreliable in small batches, so a sign test must agree: significantly more
+  than half the values (plus the median's rank error) must lie on the side of the training median
+  the mean moved to.
+- scale (unnormalized inputs): the batch std must be at least ``scale_ratio`` (3) times the
+  training std and so must the interquartile range (so one outlier cannot do it), and
+  significantly more than 2% of the values must lie beyond the training 1% and 99% quantiles;
+  scaled-down batches mirror this with the fraction inside the quartiles.
 
-tests/test_guard.py measures the rate on in-distribution batches of several sizes and
-distributions (normal, uniform, log-normal, a rare 0/1 flag, Zipf-distributed strings).
+Consequently a single row can only raise NaN, dtype, shape and vocabulary findings: one value's
+position is not significant at 1e-6 (unless training saw over 4 million values). Raise
+``significance`` (e.g. to 1e-3) to check single requests more eagerly. tests/test_guard.py
+finds no false positive over hundreds of batches of 1 to 1,024 rows from normal, log-normal,
+Student-t(3), rare-flag, Poisson and Zipf-string features (none over 12,000 in its slow variant).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from faithful_restore._stats import (
     PreprocessingStats,
     column,
     column_family,
+    dkw_margin,
     to_array,
     tokens,
 )
@@ -68,14 +78,14 @@ class Thresholds:
     """When :func:`check_inputs` reports a finding. The defaults keep false positives below ~1e-6.
 
     Attributes:
-        significance: the p-value (Chernoff upper bound) a rate must reach to be reported.
+        significance: a statistical test reports only when its p-value bound falls below this; it
+            is the false-positive rate per test, feature and batch.
         mean_shift_z: how many standard errors the batch mean must lie from the training mean.
         mean_shift_sigmas: the smallest reported mean shift, in training standard deviations.
         mean_shift_error_sigmas: a mean shift of at least this many training stds is an error.
         scale_ratio: batch std / training std (and IQR ratio) at or beyond which, or at or below
             whose inverse, the batch looks rescaled (typically unnormalized).
         scale_error_ratio: the ratio at or beyond which rescaling is an error.
-        min_rows_for_scale: the fewest finite values for a scale judgement.
         out_of_range_fraction: the smallest reported fraction of values beyond the training range.
         out_of_range_error_fraction: the fraction beyond the range that is an error.
         oov_rate: the smallest reported out-of-vocabulary rate.
@@ -88,7 +98,6 @@ class Thresholds:
     mean_shift_error_sigmas: float = 3.0
     scale_ratio: float = 3.0
     scale_error_ratio: float = 10.0
-    min_rows_for_scale: int = 16
     out_of_range_fraction: float = 0.01
     out_of_range_error_fraction: float = 0.25
     oov_rate: float = 0.05
@@ -106,11 +115,6 @@ class Thresholds:
             ("mean_shift_error_sigmas", self.mean_shift_error_sigmas >= self.mean_shift_sigmas, ">= mean_shift_sigmas"),
             ("scale_ratio", self.scale_ratio > 1, "> 1"),
             ("scale_error_ratio", self.scale_error_ratio >= self.scale_ratio, ">= scale_ratio"),
-            (
-                "min_rows_for_scale",
-                self.min_rows_for_scale >= 2 and float(self.min_rows_for_scale).is_integer(),
-                "an integer >= 2",
-            ),
             ("out_of_range_fraction", 0 < self.out_of_range_fraction <= 1, "in (0, 1]"),
             (
                 "out_of_range_error_fraction",
@@ -227,9 +231,9 @@ def _resolve(obj: Any) -> tuple[PreprocessingStats, Signature | None]:
 
     if isinstance(obj, PreprocessingStats):
         return obj, None
-    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        return PreprocessingStats.from_dict(dict(obj)), None
-    if isinstance(obj, Mapping) and obj.get("format") == "faithful_restore.bundle":
+    if isinstance(obj, Mapping):
+        if obj.get("format") != "faithful_restore.bundle":
+            return PreprocessingStats.from_dict(dict(obj)), None  # its errors say what a stats dict needs
         obj = Manifest.from_dict(dict(obj))
     if isinstance(obj, Manifest):
         return _stats_in_manifest(obj), obj.signature
@@ -359,9 +363,14 @@ def _check_signature(signature: Signature, raw: dict[Key, np.ndarray], findings:
                     )
                 )
     for record, array in pairs:
-        shape = list(array.shape)
+        given = shape = list(array.shape)
         if record.shape is not None:
             expected = [None if d is None else int(d) for d in record.shape]
+            # Keras adds or drops a trailing axis of size 1 to match an input's rank.
+            if len(shape) == len(expected) - 1 and expected[-1] == 1:
+                shape = [*shape, 1]
+            elif len(shape) == len(expected) + 1 and shape[-1] == 1:
+                shape = shape[:-1]
             wrong_dims = [i for i, (e, f) in enumerate(zip(expected, shape)) if i > 0 and e is not None and e != f]
             if len(expected) != len(shape) or wrong_dims:
                 findings.append(
@@ -369,8 +378,8 @@ def _check_signature(signature: Signature, raw: dict[Key, np.ndarray], findings:
                         "error",
                         record.name,
                         expected,
-                        shape,
-                        f"input {record.name!r} has shape {tuple(shape)} but the model takes "
+                        given,
+                        f"input {record.name!r} has shape {tuple(given)} but the model takes "
                         f"{tuple(expected)} (None: any size); reshape the batch to match.",
                     )
                 )
@@ -528,107 +537,128 @@ def _check_numeric(feature: NumericSummary, col: np.ndarray, limits: Thresholds,
     v = values[finite]
     if not len(v) or not feature.count:
         return
+    _check_distribution(feature, v, limits, findings)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One numeric feature of the batch: its finite values and the counts the tests use."""
+
+    values: np.ndarray
+    mean: float
+    std: float
+    margin: float  # how far (in rank) a training quantile may be from the true one
+    quantiles: dict[float, float]
+
+    def below(self, q: float) -> int:
+        return int((self.values < self.quantiles[q]).sum())
+
+    def above(self, q: float) -> int:
+        return int((self.values > self.quantiles[q]).sum())
+
+
+def _check_distribution(feature: NumericSummary, v: np.ndarray, limits: Thresholds, findings: list[Finding]) -> None:
     assert feature.mean is not None and feature.std is not None and feature.min is not None
     assert feature.max is not None
-    mean, std = float(v.mean()), float(v.std())
+    path, n, alpha = feature.path, len(v), limits.significance
+    margin = feature.quantile_rank_error or dkw_margin(feature.count)
+    levels = {q: feature.quantile(q) for q in (0.01, 0.25, 0.5, 0.75, 0.99)}
+    batch = _Batch(v, float(v.mean()), float(v.std()), margin, {q: x for q, x in levels.items() if x is not None})
 
-    beyond = int(((v < feature.min) | (v > feature.max)).sum())
-    beyond_rate = beyond / len(v)
-    # A fresh value lands beyond the extremes of `count` training values with probability
-    # 2 / (count + 1); twice that allows for the randomness of those extremes.
-    range_significant = _significant(beyond, len(v), 4.0 / (feature.count + 1), limits.significance)
-
-    if _rescaled(feature, v, std, range_significant, limits, path, mean, findings):
+    if _rescaled(feature, batch, limits, findings):
         return  # the scale explains the range and mean findings; one finding says it best
 
-    if beyond_rate >= limits.out_of_range_fraction and range_significant:
+    beyond = int(((v < feature.min) | (v > feature.max)).sum())
+    rate = beyond / n
+    # A fresh value lands beyond the extremes of `count` training values with probability
+    # 2 / (count + 1); twice that allows for the randomness of those extremes.
+    if rate >= limits.out_of_range_fraction and _significant(beyond, n, 4.0 / (feature.count + 1), alpha):
         findings.append(
             _preprocessing_finding(
-                "error" if beyond_rate >= limits.out_of_range_error_fraction else "warning",
+                "error" if rate >= limits.out_of_range_error_fraction else "warning",
                 path,
                 {"min": _num(feature.min), "max": _num(feature.max)},
-                {"min": _num(v.min()), "max": _num(v.max()), "fraction_outside": _num(beyond_rate)},
-                f"{path}: {beyond_rate:.1%} of values lie outside the training range "
+                {"min": _num(v.min()), "max": _num(v.max()), "fraction_outside": _num(rate)},
+                f"{path}: {rate:.1%} of values lie outside the training range "
                 f"[{feature.min:.4g}, {feature.max:.4g}] (batch range [{v.min():.4g}, {v.max():.4g}]); "
                 "check this feature's units and preprocessing.",
             )
         )
 
-    if feature.std > 0:
-        shift = mean - feature.mean
-        sigmas = abs(shift) / feature.std
-        z = abs(shift) / (feature.std * math.sqrt(1.0 / len(v) + 1.0 / feature.count))
-        train_median = feature.quantile(0.5)
-        median_shift = 0.0 if train_median is None else (float(np.median(v)) - train_median) / feature.std
-        corroborated = train_median is None or (
-            median_shift * shift > 0 and abs(median_shift) >= limits.mean_shift_sigmas
-        )
-        if z >= limits.mean_shift_z and sigmas >= limits.mean_shift_sigmas and corroborated:
-            error = sigmas >= limits.mean_shift_error_sigmas
-            findings.append(
-                _preprocessing_finding(
-                    "error" if error else "warning",
-                    path,
-                    {"mean": _num(feature.mean), "std": _num(feature.std)},
-                    {"mean": _num(mean), "shift_in_std": _num(sigmas), "z": _num(z), "rows": len(v)},
-                    f"{path}: the batch mean {mean:.4g} is {sigmas:.2g} training standard deviations from the "
-                    f"training mean {feature.mean:.4g}; the data drifted or is preprocessed differently"
-                    + (
-                        " (if it is unnormalized, apply the bundle's stats or add a Normalization layer)."
-                        if error
-                        else "; check the pipeline feeding this feature."
-                    ),
-                )
+    if feature.std <= 0 or 0.5 not in batch.quantiles:
+        return
+    shift = batch.mean - feature.mean
+    sigmas = abs(shift) / feature.std
+    z = abs(shift) / (feature.std * math.sqrt(1.0 / n + 1.0 / feature.count))
+    # A sign test makes the finding distribution-free: under the training distribution at most
+    # half the values (plus the median's rank error) lie on either side of the training median.
+    beside = batch.above(0.5) if shift > 0 else batch.below(0.5)
+    moved = _significant(beside, n, 0.5 + margin, alpha)
+    if z >= limits.mean_shift_z and sigmas >= limits.mean_shift_sigmas and moved:
+        error = sigmas >= limits.mean_shift_error_sigmas
+        findings.append(
+            _preprocessing_finding(
+                "error" if error else "warning",
+                path,
+                {"mean": _num(feature.mean), "std": _num(feature.std)},
+                {"mean": _num(batch.mean), "shift_in_std": _num(sigmas), "z": _num(z), "rows": n},
+                f"{path}: the batch mean {batch.mean:.4g} is {sigmas:.2g} training standard deviations from the "
+                f"training mean {feature.mean:.4g}; the data drifted or is preprocessed differently"
+                + (
+                    " (if it is unnormalized, apply the bundle's stats or add a Normalization layer)."
+                    if error
+                    else "; check the pipeline feeding this feature."
+                ),
             )
+        )
 
 
-def _rescaled(
-    feature: NumericSummary,
-    v: np.ndarray,
-    std: float,
-    range_significant: bool,
-    limits: Thresholds,
-    path: str,
-    mean: float,
-    findings: list[Finding],
-) -> bool:
+def _rescaled(feature: NumericSummary, batch: _Batch, limits: Thresholds, findings: list[Finding]) -> bool:
     """Reports a batch on another scale than training (e.g. unnormalized); True when it did."""
     assert feature.std is not None and feature.mean is not None
-    if len(v) < limits.min_rows_for_scale or feature.std <= 0:
+    n, q = len(batch.values), batch.quantiles
+    if n < 2 or feature.std <= 0 or not {0.01, 0.25, 0.75, 0.99} <= set(q):
         return False
-    ratio = std / feature.std
-    high = ratio >= limits.scale_ratio
-    low = ratio <= 1.0 / limits.scale_ratio
-    q25, q75 = feature.quantile(0.25), feature.quantile(0.75)
-    if q25 is not None and q75 is not None and q75 > q25:
+    ratio = batch.std / feature.std
+    iqr = q[0.75] - q[0.25]
+    if iqr > 0:
         # The interquartile range must agree, so that one outlier cannot make a batch look rescaled.
-        b25, b75 = np.quantile(v, [0.25, 0.75])
-        iqr_ratio = float(b75 - b25) / (q75 - q25)
-        high = high and iqr_ratio >= limits.scale_ratio
-        low = low and iqr_ratio <= 1.0 / limits.scale_ratio
+        b25, b75 = np.quantile(batch.values, [0.25, 0.75])
+        iqr_ratio = float(b75 - b25) / iqr
     else:
-        # A mostly-constant feature (e.g. a rare flag) often has a batch std far from training's.
-        high = high and range_significant
-        low = False
+        iqr_ratio = ratio  # a mostly-constant feature (e.g. a rare flag): only the std says anything
+    high = ratio >= limits.scale_ratio and iqr_ratio >= limits.scale_ratio
+    low = ratio <= 1.0 / limits.scale_ratio and iqr_ratio <= 1.0 / limits.scale_ratio and iqr > 0
+    # Distribution-free evidence: at training, at most 2% (plus rank error) of values lie beyond
+    # the 1% and 99% quantiles and at most half (plus rank error) inside the quartiles.
+    if high:
+        tails = batch.below(0.01) + batch.above(0.99)
+        high = _significant(tails, n, 0.02 + 2 * batch.margin, limits.significance)
+    if low:
+        inside = int(((batch.values >= q[0.25]) & (batch.values <= q[0.75])).sum())
+        low = _significant(inside, n, 0.5 + 2 * batch.margin, limits.significance)
     if not (high or low):
         return False
     error = ratio >= limits.scale_error_ratio or ratio <= 1.0 / limits.scale_error_ratio
+    path = feature.path
     if high:
         message = (
-            f"inputs look unnormalized: mean {mean:.4g} vs {feature.mean:.4g} at training, std {std:.4g} vs "
-            f"{feature.std:.4g} (x{ratio:.3g}) at {path}; apply the bundle's stats or add a Normalization layer."
+            f"inputs look unnormalized: mean {batch.mean:.4g} vs {feature.mean:.4g} at training, std "
+            f"{batch.std:.4g} vs {feature.std:.4g} (x{ratio:.3g}) at {path}; apply the bundle's stats or add "
+            "a Normalization layer."
         )
     else:
         message = (
-            f"inputs look scaled down: std {std:.4g} vs {feature.std:.4g} at training (x{ratio:.3g}) at {path}, "
-            f"mean {mean:.4g} vs {feature.mean:.4g}; the batch may be normalized twice; feed it as at training."
+            f"inputs look scaled down: std {batch.std:.4g} vs {feature.std:.4g} at training (x{ratio:.3g}) at "
+            f"{path}, mean {batch.mean:.4g} vs {feature.mean:.4g}; the batch may be normalized twice; feed it "
+            "as at training."
         )
     findings.append(
         _preprocessing_finding(
             "error" if error else "warning",
             path,
             {"mean": _num(feature.mean), "std": _num(feature.std)},
-            {"mean": _num(mean), "std": _num(std), "std_ratio": _num(ratio)},
+            {"mean": _num(batch.mean), "std": _num(batch.std), "std_ratio": _num(ratio)},
             message,
         )
     )
@@ -688,7 +718,7 @@ def _check_categorical(
     unseen = Counter(t for t in tokens(col) if t not in vocabulary)
     k = sum(unseen.values())
     rate = k / len(col)
-    expected = feature.unseen_fraction
+    expected = feature.expected_oov_rate
     if rate >= limits.oov_rate and _significant(k, len(col), expected, limits.significance):
         examples = [t for t, _ in unseen.most_common(5)]
         findings.append(

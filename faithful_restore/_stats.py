@@ -48,8 +48,8 @@ from faithful_restore.errors import BundleError
 FORMAT = "faithful_restore.preprocessing_stats"
 FORMAT_VERSION = "1.0"
 DEFAULT_QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
-# The guard compares medians and interquartile ranges, so these are always computed.
-GUARD_QUANTILES = (0.25, 0.5, 0.75)
+# The guard's tests use these levels, so they are always computed.
+GUARD_QUANTILES = DEFAULT_QUANTILES
 DISTINCT_SKETCH_SIZE = 1024
 _DKW_CONFIDENCE = 0.999
 _VERSION = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
@@ -64,11 +64,15 @@ _UNSUPPORTED_TYPES = ("RaggedTensor", "SparseTensor", "RaggedTensorValue", "Spar
 Key = str | None  # an input's key: the dict key, or None for a plain array
 
 
+def dkw_margin(n: int) -> float:
+    """The Dvoretzky-Kiefer-Wolfowitz bound: with 99.9% confidence, the empirical distribution of
+    ``n`` independent values is within this distance (in rank) of the true one everywhere."""
+    return math.sqrt(math.log(2.0 / (1.0 - _DKW_CONFIDENCE)) / (2.0 * n)) if n > 0 else 1.0
+
+
 def quantile_rank_error(sample_size: int, count: int) -> float:
-    """The DKW bound on the rank error of sampled quantiles (0.0 when every value was kept)."""
-    if count <= sample_size:
-        return 0.0
-    return math.sqrt(math.log(2.0 / (1.0 - _DKW_CONFIDENCE)) / (2.0 * sample_size))
+    """The rank error bound of quantiles computed from a sample (0.0 when every value was kept)."""
+    return 0.0 if count <= sample_size else dkw_margin(sample_size)
 
 
 def feature_path(name: str, key: Key, column: int) -> str:
@@ -278,16 +282,24 @@ class CategoricalSummary:
         return max(0.0, 1.0 - sum(c for _, c in self.vocabulary) / self.count)
 
     @property
-    def unseen_fraction(self) -> float:
-        """Expected out-of-vocabulary rate of fresh data from the training distribution.
+    def expected_oov_rate(self) -> float:
+        """A conservative (high) estimate of the out-of-vocabulary rate of fresh training-like data.
 
-        The tail the summary dropped plus the Good-Turing estimate of the mass of tokens never
-        seen (the fraction of values whose token was seen exactly once).
+        The tail the summary dropped, plus the Good-Turing estimate of the mass of tokens never seen
+        (the fraction of values whose token was seen exactly once) and four of its standard errors
+        (Esty's approximation), since a small sample of a long-tailed vocabulary estimates it
+        poorly. When the summary overflowed, its dropped tail stands in for unseen tokens too.
         """
         if not self.count:
             return 0.0
-        singletons = sum(1 for _, c in self.vocabulary if c == 1) if self.count_error == 0 else 0
-        return min(1.0, self.tail_fraction + singletons / self.count)
+        rate = self.tail_fraction
+        if self.count_error == 0:
+            n1 = sum(1 for _, c in self.vocabulary if c == 1)
+            n2 = sum(1 for _, c in self.vocabulary if c == 2)
+            good_turing = n1 / self.count
+            error = math.sqrt(n1 * (1.0 - good_turing) + 2.0 * n2) / self.count
+            rate += good_turing + 4.0 * error
+        return min(1.0, rate)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -404,7 +416,8 @@ class PreprocessingStats:
             categorical: names or indices of integer features that are ids rather than quantities.
                 String features are always categorical.
             max_vocabulary: tokens kept per categorical feature.
-            quantiles: quantile levels to record; 0.25, 0.5 and 0.75 are always added.
+            quantiles: quantile levels to record; the default levels are always included, since
+                :func:`~faithful_restore._guard.check_inputs` uses them.
             batch_size: rows read at a time from a NumPy array or tensor.
             sample_size: values kept per numeric feature to estimate quantiles.
             seed: seed of those samples (the result is deterministic for a given seed).
@@ -561,7 +574,7 @@ def _iter_batches(data: Any, batch_size: int) -> Iterator[Any]:
     if isinstance(data, np.ndarray) or isinstance(data, Mapping):
         whole = split_batch(data, "data")
         rows = batch_rows(whole, "data")
-        for start in range(0, rows, batch_size):
+        for start in range(0, max(rows, 1), batch_size):
             if None in whole:
                 yield whole[None][start : start + batch_size]
             else:
@@ -840,6 +853,11 @@ class _Accumulator:
                 dtype = "string" if family == "string" else array.dtype.name
                 self.slots.append(_Slot(name, key, j, family, family == "string", dtype))
         by_name = {s.name: s for s in self.slots}
+        if len(by_name) != len(self.slots):
+            raise BundleError(
+                f"feature names {[s.name for s in self.slots]} repeat (a dict key such as 'a[0]' clashes with "
+                "a column of a 2-D entry 'a'); rename the dict keys."
+            )
         for item in categorical:
             if _is_int(item):
                 if not 0 <= int(item) < len(self.slots):
