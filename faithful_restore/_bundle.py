@@ -29,6 +29,7 @@ from typing import Any
 
 from faithful_restore import (
     _architecture,
+    _distribution,
     _environment,
     _fileio,
     _optimizer,
@@ -220,11 +221,14 @@ def save_bundle(
     _check_model(model)
     if not isinstance(overwrite, bool):
         raise BundleError(f"overwrite must be True or False, found {overwrite!r}.")
-    _check_target(target, overwrite)
+    chief = _distribution.is_chief(_distribution.strategy_of(model))
+    if chief:
+        _check_target(target, overwrite)
     opt, source = _resolve_optimizer(model, optimizer)
     trackables = _check_state(state, "state")
     meta = _json_metadata(metadata)
     config = _serialize(model)
+    distribution = _distribution.describe(model)
     probe = _probe.record(model, sample_inputs) if sample_inputs is not None else None
     user_pre, pre_files = _preprocessing.encode_user(preprocessing)
     files: dict[str, bytes] = dict(pre_files)
@@ -242,7 +246,27 @@ def save_bundle(
         "preprocessing": {"layers": _preprocessing.layer_states(model), "user": user_pre},
         "regularization": _architecture.regularization(model),
         "random_state": _random_state.capture(model),
+        "distribution": distribution,
     }
+    if not chief:
+        # A non-chief multi-worker process runs the same save (its collectives are needed) into a
+        # private temporary directory that is removed; only the chief writes at `path`.
+        scratch = tempfile.mkdtemp(prefix="faithful_restore-worker-")
+        try:
+            return _write(
+                model,
+                os.path.join(scratch, "bundle"),
+                False,
+                opt,
+                source,
+                trackables,
+                files,
+                meta,
+                probe_section,
+                sections,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     with _fileio.writer_lock(target):
         _fileio.recover_and_clean(target)

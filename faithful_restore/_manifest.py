@@ -93,6 +93,7 @@ class Manifest:
     random_state: list[dict[str, Any]]
     state: list[str]
     probe: dict[str, Any] | None
+    distribution: dict[str, Any] | None = None
     files: tuple[FileEntry, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +113,7 @@ class Manifest:
             "random_state": self.random_state,
             "state": list(self.state),
             "probe": self.probe,
+            "distribution": self.distribution,
             "files": [f.to_dict() for f in self.files],
         }
 
@@ -197,6 +199,9 @@ class Manifest:
                 and isinstance(entry["state"].get("kind"), str)
             ):
                 raise BundleError(f"manifest preprocessing layer entry {entry!r} is malformed.")
+        distribution = typed("distribution", dict, nullable=True)
+        if distribution is not None:
+            _check_distribution(distribution)
         files_raw = typed("files", list)
         files = tuple(FileEntry.from_dict(f) for f in files_raw)
         if len({f.path for f in files}) != len(files):
@@ -216,8 +221,24 @@ class Manifest:
             random_state=random_state,
             state=state,
             probe=probe,
+            distribution=distribution,
             files=files,
         )
+
+
+def _check_distribution(section: dict[str, Any]) -> None:
+    ok = (
+        isinstance(section.get("strategy"), str)
+        and isinstance(section.get("num_replicas_in_sync"), int)
+        and isinstance(section.get("num_workers"), int)
+        and isinstance(section.get("replica_divergence"), list)
+        and all(
+            isinstance(d, dict) and isinstance(d.get("path"), str) and isinstance(d.get("replicas"), int)
+            for d in section["replica_divergence"]
+        )
+    )
+    if not ok:
+        raise BundleError(f"manifest 'distribution' is malformed: {section!r}.")
 
 
 def _check_model(section: dict[str, Any]) -> None:

@@ -178,6 +178,19 @@ def verify_bundle(path: str | os.PathLike[str], *, custom_objects: Any = None, s
             bundle = restore(root, files_root, manifest, custom_objects, True, safe_mode, {})
             checks.append("restore (model, optimizer, random state)")
             _consistency(bundle, findings)
+            for entry in (manifest.distribution or {}).get("replica_divergence", []):
+                findings.append(
+                    Finding(
+                        Cause.REPLICA_DIVERGENCE,
+                        "warning",
+                        entry["path"],
+                        "identical values on every replica",
+                        f"{entry['replicas']} replicas differed by up to {entry.get('max_abs_diff')}",
+                        f"when saved, {entry['path']!r} held different values on its {entry['replicas']} replicas; "
+                        "the bundle keeps replica 0's, so the restored model predicts like replica 0, not like "
+                        "the distributed original. Use BatchNormalization(synchronized=True).",
+                    )
+                )
             checks.append("architecture, preprocessing and regularization vs manifest")
             if manifest.probe is not None:
                 probe = read_probe(files_root, manifest)

@@ -80,6 +80,13 @@ def inspect_text(path: str, manifest: Any) -> str:
     for entry in manifest.regularization:
         settings = ", ".join(f"{k}={_compact(v)}" for k, v in entry["settings"].items())
         lines.append(f"  regularization: {entry['path']}: {settings}")
+    if manifest.distribution:
+        d = manifest.distribution
+        diverged = len(d["replica_divergence"])
+        lines.append(
+            f"  distribution: {d['strategy']}, {d['num_replicas_in_sync']} replicas, {d['num_workers']} worker(s)"
+            + (f"; {diverged} variable(s) differed between replicas (replica 0's kept)" if diverged else "")
+        )
     if manifest.random_state:
         lines.append(f"  random state: {len(manifest.random_state)} seed generator(s)")
     if manifest.state:

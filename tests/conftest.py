@@ -118,6 +118,20 @@ def subclassed_model(trained: bool = True) -> keras.Model:
     return model
 
 
+_MIRRORED: list = []
+
+
+def mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """The process's one 2-replica MirroredStrategy on the two logical CPUs.
+
+    Several MirroredStrategy objects in one process make their collective ops (used by
+    synchronized BatchNormalization) collide, so every test shares this one.
+    """
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    return _MIRRORED[0]
+
+
 @pytest.fixture
 def xy():
     return make_xy()

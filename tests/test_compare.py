@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_xy, rewrite_manifest, sequential_model
+from conftest import make_xy, mirrored_strategy, rewrite_manifest, sequential_model
 
 import faithful_restore as fr
 from faithful_restore import Cause
@@ -147,7 +147,7 @@ def test_manifest_from_another_tf_version_is_version_skew(tmp_path):
 
 
 def test_batchnorm_under_mirrored_strategy_is_replica_divergence(tmp_path):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy()
     with strategy.scope():
         keras.utils.set_random_seed(5)
         model = keras.Sequential(
