@@ -4,14 +4,18 @@ from faithful_restore._bundle import Bundle, load_bundle, save_bundle
 from faithful_restore._compare import compare
 from faithful_restore._environment import Environment
 from faithful_restore._findings import Cause, Finding, Report
+from faithful_restore._guard import Thresholds, check_inputs
 from faithful_restore._manager import BundleInfo, BundleManager
 from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest
 from faithful_restore._signature import Signature, TensorRecord
+from faithful_restore._stats import PreprocessingStats
 from faithful_restore._verify import assert_roundtrip, verify_bundle
 from faithful_restore.errors import (
     BundleError,
     FaithfulRestoreError,
+    InputCheckError,
     IntegrityError,
+    PreprocessingWarning,
     RoundtripError,
     VersionSkewError,
     VersionSkewWarning,
@@ -30,16 +34,21 @@ __all__ = [
     "FaithfulRestoreError",
     "FileEntry",
     "Finding",
+    "InputCheckError",
     "IntegrityError",
     "Manifest",
+    "PreprocessingStats",
+    "PreprocessingWarning",
     "Report",
     "RoundtripError",
     "Signature",
     "TensorRecord",
+    "Thresholds",
     "VersionSkewError",
     "VersionSkewWarning",
     "__version__",
     "assert_roundtrip",
+    "check_inputs",
     "compare",
     "load_bundle",
     "save_bundle",

@@ -51,7 +51,9 @@ from faithful_restore._manifest import (
 )
 from faithful_restore.errors import (
     BundleError,
+    InputCheckError,
     IntegrityError,
+    PreprocessingWarning,
     RoundtripError,
     VersionSkewError,
     VersionSkewWarning,
@@ -90,6 +92,47 @@ class Bundle:
     state: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+
+    def predict(self, x: Any, *, check_inputs: bool = True, thresholds: Any = None, **predict_kwargs: Any) -> Any:
+        """Checks ``x`` against what training saw, then runs ``model.predict``.
+
+        Args:
+            x: the inputs.
+            check_inputs: run :func:`check_inputs` first (needs stats saved with the bundle, or a
+                recorded signature; without stats only shapes and dtypes are checked).
+            thresholds: passed to :func:`check_inputs`.
+            **predict_kwargs: passed to ``model.predict`` (``verbose`` defaults to 0).
+
+        Raises:
+            InputCheckError: the check found errors; ``.report`` holds the findings.
+        """
+        if check_inputs:
+            report = self.check_inputs(x, thresholds=thresholds)
+            if not report.ok:
+                raise InputCheckError(report.to_text(), report)
+            problems = [f for f in report.findings if f.severity == "warning"]
+            if problems:
+                warnings.warn(report.summary(), PreprocessingWarning, stacklevel=2)
+        predict_kwargs.setdefault("verbose", 0)
+        return self.model.predict(x, **predict_kwargs)
+
+    def check_inputs(self, x: Any, *, thresholds: Any = None) -> Any:
+        """Compares a batch with the bundle's training statistics and signature (a Report)."""
+        from faithful_restore._guard import check_inputs
+        from faithful_restore._stats import PreprocessingStats
+
+        stats = next((v for v in self.preprocessing.values() if isinstance(v, PreprocessingStats)), None)
+        signature = self.manifest.signature if self.manifest is not None else None
+        if stats is None:
+            return _signature_only_report(x, signature)
+        return check_inputs(stats, x, thresholds=thresholds, signature=signature)
+
+
+def _signature_only_report(x: Any, signature: Any) -> Any:
+    """Without recorded statistics, only the input signature can be checked."""
+    from faithful_restore._guard import check_signature_only
+
+    return check_signature_only(x, signature)
 
 
 # --------------------------------------------------------------------------- checks
@@ -237,13 +280,22 @@ def save_bundle(
         probe_section, probe_files = _probe.encode(probe)
         files.update(probe_files)
 
+    layer_states = _preprocessing.layer_states(model)
+    for path in _preprocessing.unadapted_normalization(layer_states):
+        warnings.warn(
+            f"Normalization layer {path!r} was never adapted and has no explicit mean/variance: it passes "
+            "inputs through unnormalized (mean 0, variance 1). Call layer.adapt(training_data) before "
+            "training, or pass mean= and variance=.",
+            PreprocessingWarning,
+            stacklevel=2,
+        )
     sections = {
         "environment": _environment.current(),
         "model": _architecture.describe(model),
         "signature": _signature.of_model(model, probe and probe.inputs, probe and probe.outputs),
         "optimizer": _optimizer.describe(opt, model, source or "model") if opt is not None else None,
         "compile": _architecture.jsonable(config.get("compile_config")),
-        "preprocessing": {"layers": _preprocessing.layer_states(model), "user": user_pre},
+        "preprocessing": {"layers": layer_states, "user": user_pre},
         "regularization": _architecture.regularization(model),
         "random_state": _random_state.capture(model),
         "distribution": distribution,

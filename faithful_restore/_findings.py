@@ -115,10 +115,11 @@ class Report:
     findings: tuple[Finding, ...]
     checks: tuple[str, ...] = field(default=())
     subject: str = ""
+    kind: str = "roundtrip"  # or "inputs" for check_inputs reports
 
     @classmethod
-    def build(cls, findings: list[Finding], checks: list[str], subject: str = "") -> Report:
-        return cls(tuple(sorted(findings, key=_rank)), tuple(checks), subject)
+    def build(cls, findings: list[Finding], checks: list[str], subject: str = "", kind: str = "roundtrip") -> Report:
+        return cls(tuple(sorted(findings, key=_rank)), tuple(checks), subject, kind)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +141,8 @@ class Report:
     def summary(self) -> str:
         """One paragraph that answers "why isn't my restored model the one I saved?"."""
         checked = ", ".join(self.checks) if self.checks else "nothing"
+        if self.kind == "inputs":
+            return self._inputs_summary(checked)
         if self.ok:
             warnings = [f for f in self.findings if f.severity == "warning"]
             text = f"The restored model matches the original. Checked: {checked}."
@@ -163,6 +166,17 @@ class Report:
             )
         return text
 
+    def _inputs_summary(self, checked: str) -> str:
+        problems = [f for f in self.findings if f.severity in ("error", "warning")]
+        if not problems:
+            return f"The inputs look like what the model saw in training. Checked: {checked}."
+        worst = "are unusable or far" if not self.ok else "differ"
+        first = problems[0]
+        return (
+            f"The inputs {worst} from what the model saw in training ({len(problems)} problem(s)). "
+            f"First: {first.path}: {first.message}"
+        )
+
     def to_text(self) -> str:
         """A readable report: the summary, then every finding as 'cause @ path' lines."""
         lines = [f"faithful_restore report{': ' + self.subject if self.subject else ''}", self.summary()]
@@ -179,6 +193,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {
             "subject": self.subject,
+            "kind": self.kind,
             "ok": self.ok,
             "summary": self.summary(),
             "checks": list(self.checks),
@@ -196,6 +211,7 @@ class Report:
             tuple(Finding.from_dict(f) for f in data["findings"]),
             tuple(str(c) for c in data.get("checks", [])),
             str(data.get("subject", "")),
+            str(data.get("kind", "roundtrip")),
         )
 
 

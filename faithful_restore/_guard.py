@@ -186,7 +186,7 @@ def check_inputs(
 
     raw = _raw_parts(x, findings)
     if raw is None:
-        return Report.build(findings, checks, "inputs vs training statistics")
+        return Report.build(findings, checks, "inputs vs training statistics", kind="inputs")
     if signature is not None:
         _check_signature(signature, raw, findings)
     matched = _match_inputs(stats, raw, signature, findings)
@@ -201,7 +201,7 @@ def check_inputs(
                 f"the inputs have different numbers of rows {rows}; pass one row per example in every input.",
             )
         )
-        return Report.build(findings, checks, "inputs vs training statistics")
+        return Report.build(findings, checks, "inputs vs training statistics", kind="inputs")
     n = next(iter(rows.values()), None)
     if n is None:  # nothing matched the stats; name the batch by its own size
         n = next((int(a.shape[0]) for a in raw.values() if a.ndim), 0)
@@ -210,7 +210,7 @@ def check_inputs(
         findings.append(
             _signature_finding("warning", _PLAIN, "at least one row", 0, "the batch has no rows; nothing was checked.")
         )
-        return Report.build(findings, checks, subject)
+        return Report.build(findings, checks, subject, kind="inputs")
     for feature in stats.features:
         if feature.input not in matched:
             continue
@@ -220,15 +220,20 @@ def check_inputs(
             _check_numeric(feature, col, limits, findings)
         else:
             _check_categorical(feature, col, limits, findings)
-    return Report.build(findings, checks, subject)
+    return Report.build(findings, checks, subject, kind="inputs")
 
 
 # --- resolving the arguments -----------------------------------------------------------------
 
 
 def _resolve(obj: Any) -> tuple[PreprocessingStats, Signature | None]:
+    from faithful_restore._bundle import Bundle
     from faithful_restore._manifest import Manifest
 
+    if isinstance(obj, Bundle):
+        if obj.manifest is None:
+            raise BundleError("check_inputs needs a loaded bundle (with a manifest) or PreprocessingStats.")
+        obj = obj.manifest
     if isinstance(obj, PreprocessingStats):
         return obj, None
     if isinstance(obj, Mapping):
@@ -780,3 +785,25 @@ def _signature_finding(severity: str, path: str, expected: Any, found: Any, mess
 
 def _preprocessing_finding(severity: str, path: str, expected: Any, found: Any, message: str) -> Finding:
     return Finding(Cause.PREPROCESSING, severity, path, expected, found, message)
+
+
+def check_signature_only(x: Any, signature: Signature | None) -> Report:
+    """Shape and dtype checks only, for a bundle saved without preprocessing statistics."""
+    findings: list[Finding] = []
+    checks = ["input structure and dtypes"]
+    raw = _raw_parts(x, findings)
+    if raw is not None and signature is not None:
+        checks.append("input signature")
+        _check_signature(signature, raw, findings)
+    findings.append(
+        Finding(
+            Cause.PREPROCESSING,
+            "info",
+            "stats",
+            None,
+            None,
+            "no training statistics were saved with this bundle, so only shapes and dtypes were checked; save "
+            "preprocessing=PreprocessingStats.from_data(x_train) to check value ranges, shifts and vocabularies.",
+        )
+    )
+    return Report.build(findings, checks, "inputs vs recorded signature", kind="inputs")

@@ -86,6 +86,11 @@ def _layer_state(layer: Any) -> dict[str, Any] | None:
     return state
 
 
+def unadapted_normalization(states: list[dict[str, Any]]) -> list[str]:
+    """Paths of Normalization layers that were never adapted and have no explicit statistics."""
+    return [s["path"] for s in states if s["state"]["kind"] == "Normalization" and not s["state"].get("adapted")]
+
+
 def layer_states(model: Any) -> list[dict[str, Any]]:
     """The state of every preprocessing layer in the model, nested models included."""
     out = []
@@ -120,8 +125,12 @@ def _check_value(value: Any, where: str, depth: int = 0) -> Any:
 
 def encode_user(preprocessing: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Splits the caller's mapping into manifest JSON and ``.npy`` files (relative path -> bytes)."""
+    from faithful_restore._stats import PreprocessingStats
+
     if preprocessing is None:
         return {}, {}
+    if isinstance(preprocessing, PreprocessingStats):
+        preprocessing = {"stats": preprocessing}
     if not isinstance(preprocessing, Mapping):
         raise BundleError(
             f"preprocessing must be a mapping of names to arrays/values, found "
@@ -132,6 +141,8 @@ def encode_user(preprocessing: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     for i, (key, value) in enumerate(preprocessing.items()):
         if not isinstance(key, str):
             raise BundleError(f"preprocessing keys must be strings, found {key!r}.")
+        if isinstance(value, PreprocessingStats):
+            value = value.to_dict()  # plain JSON: check_inputs finds it by its "format" key
         if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
             value = np.asarray(value.numpy())
         if isinstance(value, np.ndarray):
@@ -165,10 +176,15 @@ def load_npy(data: bytes, where: str) -> np.ndarray:
 
 def decode_user(entries: Mapping[str, Any], read: Any) -> dict[str, Any]:
     """Rebuilds the caller's mapping; ``read(rel_path) -> bytes`` reads a bundle file."""
+    from faithful_restore._stats import FORMAT as STATS_FORMAT
+    from faithful_restore._stats import PreprocessingStats
+
     out: dict[str, Any] = {}
     for key, entry in entries.items():
         if entry["kind"] == "array":
             out[key] = load_npy(read(entry["file"]), entry["file"])
+        elif isinstance(entry["value"], dict) and entry["value"].get("format") == STATS_FORMAT:
+            out[key] = PreprocessingStats.from_dict(entry["value"])
         else:
             out[key] = entry["value"]
     return out

@@ -133,6 +133,49 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return _print_report(report, args.json)
 
 
+def _read_data(path: str) -> Any:
+    """A batch from .npy, .npz (one array, or a dict of named arrays) or .csv (numbers)."""
+    import numpy as np
+
+    from faithful_restore.errors import BundleError
+
+    lower = path.lower()
+    try:
+        if lower.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if lower.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+        if lower.endswith(".csv"):
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2, dtype="float32")
+            except ValueError:  # a header row
+                return np.loadtxt(path, delimiter=",", ndmin=2, dtype="float32", skiprows=1)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"cannot read {path!r}: {e}") from e
+    raise BundleError(f"{path!r}: expected a .npy, .npz or .csv file.")
+
+
+def _cmd_check_inputs(args: argparse.Namespace) -> int:
+    import faithful_restore as fr
+    from faithful_restore._bundle import read_manifest
+
+    manifest = read_manifest(args.path)
+    x = _read_data(args.data)
+    stats = any(
+        isinstance(e.get("value"), dict) and e["value"].get("format") == "faithful_restore.preprocessing_stats"
+        for e in manifest.preprocessing["user"].values()
+    )
+    if stats:
+        report = fr.check_inputs(manifest, x)
+    else:
+        from faithful_restore._guard import check_signature_only
+
+        report = check_signature_only(x, manifest.signature)
+    return _print_report(report, args.json)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from faithful_restore import _demo
 
@@ -168,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers (only for bundles you trust)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("check-inputs", help="check a batch of inputs against a bundle's training statistics")
+    p.add_argument("path")
+    p.add_argument("data", help="a .npy, .npz or .csv file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_check_inputs)
 
     p = sub.add_parser("diff", help="compare two bundles: architecture, weights, optimizer, environment")
     p.add_argument("path_a")

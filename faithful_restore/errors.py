@@ -6,18 +6,17 @@ expected and how to fix it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+from typing import Any
 
 __all__ = [
     "BundleError",
     "FaithfulRestoreError",
+    "InputCheckError",
     "IntegrityError",
     "RoundtripError",
     "VersionSkewError",
     "VersionSkewWarning",
+    "PreprocessingWarning",
 ]
 
 
@@ -50,6 +49,21 @@ class RoundtripError(FaithfulRestoreError, AssertionError):
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class InputCheckError(FaithfulRestoreError):
+    """Inputs the model cannot take, or that are far from what training saw (``Bundle.predict``).
+
+    ``report`` holds the :class:`~faithful_restore.Report` of the input check.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class PreprocessingWarning(UserWarning):
+    """Preprocessing that is probably not what training used (e.g. a Normalization never adapted)."""
 
 
 class VersionSkewWarning(UserWarning):

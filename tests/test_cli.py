@@ -102,6 +102,24 @@ def test_diff_reports_version_skew(bundles, tmp_path):
     assert "version_skew @ environment.numpy" in out.stdout
 
 
+def test_check_inputs_command(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 4)).astype("float32")
+    path = str(tmp_path / "b")
+    fr.save_bundle(sequential_model(), path, preprocessing=fr.PreprocessingStats.from_data(x))
+    np.save(tmp_path / "good.npy", x[:200])
+    np.save(tmp_path / "bad.npy", x[:200] * 255)
+    np.savetxt(tmp_path / "good.csv", x[:50], delimiter=",", header="a,b,c,d", comments="")
+    ok = run("check-inputs", path, str(tmp_path / "good.npy"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert run("check-inputs", path, str(tmp_path / "good.csv")).returncode == 0
+    bad = run("check-inputs", path, str(tmp_path / "bad.npy"), "--json")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["findings"][0]["cause"] == "preprocessing"
+    missing = run("check-inputs", path, str(tmp_path / "nope.npy"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
 def test_demo_quick_json():
     out = run("demo", "--quick", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
