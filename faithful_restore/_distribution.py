@@ -15,7 +15,6 @@ import numpy as np
 from faithful_restore._random_state import components
 from faithful_restore.errors import BundleError
 
-
 # tf.distribute's implementation class names, as users know them.
 _PUBLIC_NAMES = {
     "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
