@@ -35,6 +35,7 @@ from faithful_restore import (
     _optimizer,
     _preprocessing,
     _probe,
+    _progress,
     _random_state,
     _safety,
     _signature,
@@ -238,6 +239,7 @@ def save_bundle(
     state: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    verbose: bool | str = "auto",
 ) -> Manifest:
     """Saves a model, its optimizer and training state as one bundle directory.
 
@@ -251,6 +253,8 @@ def save_bundle(
         state: names to trackables (tf.Variable, tf.random.Generator, tf.data iterator, tf.Module).
         metadata: JSON values stored in the manifest.
         overwrite: replace an existing bundle at ``path``.
+        verbose: show progress while hashing large bundles: "auto" (when stderr is a terminal),
+            True or False.
 
     Returns:
         The bundle's :class:`Manifest`.
@@ -264,6 +268,7 @@ def save_bundle(
     _check_model(model)
     if not isinstance(overwrite, bool):
         raise BundleError(f"overwrite must be True or False, found {overwrite!r}.")
+    _progress.wanted(verbose)  # validates it before any work
     chief = _distribution.is_chief(_distribution.strategy_of(model))
     if chief:
         _check_target(target, overwrite)
@@ -316,6 +321,7 @@ def save_bundle(
                 meta,
                 probe_section,
                 sections,
+                False,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -323,7 +329,7 @@ def save_bundle(
     with _fileio.writer_lock(target):
         _fileio.recover_and_clean(target)
         _check_target(target, overwrite)  # again: another writer may have finished meanwhile
-        return _write(model, target, overwrite, opt, source, trackables, files, meta, probe_section, sections)
+        return _write(model, target, overwrite, opt, source, trackables, files, meta, probe_section, sections, verbose)
 
 
 def _write(
@@ -337,6 +343,7 @@ def _write(
     meta: dict[str, Any],
     probe_section: dict[str, Any] | None,
     sections: dict[str, Any],
+    verbose: bool | str,
 ) -> Manifest:
     """Stages every file, hashes it, writes the manifest last and commits."""
     import tensorflow as tf
@@ -358,8 +365,12 @@ def _write(
             _fileio.write_bytes_local(os.path.join(stage, *rel.split("/")), data)
         _fileio.fsync_tree(stage)
         entries = []
-        for rel in _fileio.list_files(stage):
-            size, sha = _fileio.hash_file(os.path.join(stage, *rel.split("/")))
+        staged = [(rel, os.path.join(stage, *rel.split("/"))) for rel in _fileio.list_files(stage)]
+        progress = _progress.Bytes(
+            f"faithful_restore: hashing {target}", sum(os.path.getsize(p) for _, p in staged), verbose
+        )
+        for rel, full in staged:
+            size, sha = _fileio.hash_file(full, progress.add)
             entries.append(FileEntry(rel, size, sha))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -450,7 +461,9 @@ def read_manifest(root: str, label: str | None = None) -> Manifest:
     return parse(raw)
 
 
-def verify_files(root: str, manifest: Manifest, copy_to: str | None = None, label: str | None = None) -> None:
+def verify_files(
+    root: str, manifest: Manifest, copy_to: str | None = None, label: str | None = None, verbose: bool | str = False
+) -> None:
     """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
 
     With ``copy_to`` (a local directory), every file is also copied there in the same pass.
@@ -475,6 +488,7 @@ def verify_files(root: str, manifest: Manifest, copy_to: str | None = None, labe
             f"{extra[0]!r} in {shown!r} is not listed in the manifest; a bundle holds only the "
             "files it lists. Remove it or restore the bundle from a good copy."
         )
+    progress = _progress.Bytes(f"faithful_restore: checking {shown}", sum(e.size for e in listed.values()), verbose)
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
         if _fileio.is_local(root):
@@ -487,9 +501,9 @@ def verify_files(root: str, manifest: Manifest, copy_to: str | None = None, labe
                     "truncated or modified. Restore the bundle from a good copy."
                 )
         if copy_to is not None:
-            size, sha = _fileio.copy_hashing(full, os.path.join(copy_to, *rel.split("/")))
+            size, sha = _fileio.copy_hashing(full, os.path.join(copy_to, *rel.split("/")), progress.add)
         else:
-            size, sha = _fileio.hash_file(full)
+            size, sha = _fileio.hash_file(full, progress.add)
         if size != entry.size or sha != entry.sha256:
             raise IntegrityError(
                 f"{rel!r} does not match the manifest (sha256 {sha[:16]}... vs recorded "
@@ -604,6 +618,7 @@ def load_bundle(
     on_version_skew: str = "warn",
     verify: bool = True,
     state: Mapping[str, Any] | None = None,
+    verbose: bool | str = "auto",
 ) -> Bundle:
     """Loads a bundle after checking every file against the manifest.
 
@@ -615,6 +630,8 @@ def load_bundle(
         on_version_skew: "warn" (VersionSkewWarning), "error" (VersionSkewError) or "ignore".
         verify: re-run the stored probe and raise when outputs moved beyond the tolerance.
         state: names to trackables to restore in place (a subset of what was saved).
+        verbose: show progress while checking large bundles: "auto" (when stderr is a
+            terminal), True or False.
 
     Returns:
         A :class:`Bundle`.
@@ -634,12 +651,15 @@ def load_bundle(
     if custom_objects is not None and not isinstance(custom_objects, Mapping):
         raise BundleError(f"custom_objects must be a dict of names to classes, found {type(custom_objects).__name__}.")
     trackables = _check_state(state, "state")
+    _progress.wanted(verbose)  # validates it before any work
     # A writer may replace the bundle while it is read (an atomic swap of directories): load
     # optimistically and start again when the manifest changed underneath.
     for _attempt in range(_MAX_LOAD_ATTEMPTS):
         before = _fingerprint(root)
         try:
-            bundle, pinned = _load_once(root, custom_objects, compile, safe_mode, on_version_skew, verify, trackables)
+            bundle, pinned = _load_once(
+                root, custom_objects, compile, safe_mode, on_version_skew, verify, trackables, verbose
+            )
         except (BundleError, OSError):
             if _fingerprint(root) != before:
                 continue
@@ -668,12 +688,13 @@ def _load_once(
     on_version_skew: str,
     verify: bool,
     trackables: dict[str, Any],
+    verbose: bool | str,
 ) -> tuple[Bundle, bool]:
     """One load attempt; also says whether it read a pinned snapshot (immune to writers)."""
     with consistent_view(root) as view:
         manifest = read_manifest(view, label=root)
         bundle = _load_verified(
-            root, view, manifest, custom_objects, compile, safe_mode, on_version_skew, verify, trackables
+            root, view, manifest, custom_objects, compile, safe_mode, on_version_skew, verify, trackables, verbose
         )
     return bundle, view != root
 
@@ -688,8 +709,9 @@ def _load_verified(
     on_version_skew: str,
     verify: bool,
     trackables: dict[str, Any],
+    verbose: bool | str,
 ) -> Bundle:
-    with verified_copy(view, manifest, label=root) as files_root:
+    with verified_copy(view, manifest, label=root, verbose=verbose) as files_root:
         diffs = check_environment(manifest, on_version_skew)
         bundle = restore(root, files_root, manifest, custom_objects, compile, safe_mode, trackables)
         if verify and manifest.probe is not None:
@@ -714,7 +736,9 @@ def consistent_view(root: str) -> contextlib.AbstractContextManager[str]:
 
 
 @contextlib.contextmanager
-def verified_copy(root: str, manifest: Manifest, label: str | None = None) -> Iterator[str]:
+def verified_copy(
+    root: str, manifest: Manifest, label: str | None = None, verbose: bool | str = False
+) -> Iterator[str]:
     """Checks every file against the manifest and yields a local directory holding them.
 
     A local bundle is checked in place; a remote one is copied to a temporary directory in the
@@ -722,7 +746,7 @@ def verified_copy(root: str, manifest: Manifest, label: str | None = None) -> It
     """
     workdir = None if _fileio.is_local(root) else tempfile.mkdtemp(prefix="faithful_restore-load-")
     try:
-        verify_files(root, manifest, copy_to=workdir, label=label)
+        verify_files(root, manifest, copy_to=workdir, label=label, verbose=verbose)
         yield root if workdir is None else workdir
     finally:
         if workdir is not None:

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from faithful_restore.errors import BundleError
 
@@ -124,7 +124,7 @@ def read_bytes(path: str, limit: int) -> bytes:
     return bytes(data)
 
 
-def hash_file(path: str) -> tuple[int, str]:
+def hash_file(path: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Returns (size, SHA-256 hex digest) of a file, reading it once in chunks."""
     digest = hashlib.sha256()
     size = 0
@@ -135,10 +135,12 @@ def hash_file(path: str) -> tuple[int, str]:
                 break
             digest.update(chunk)
             size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return size, digest.hexdigest()
 
 
-def copy_hashing(src: str, dst: str) -> tuple[int, str]:
+def copy_hashing(src: str, dst: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Copies ``src`` to ``dst`` (either may be a URL), hashing in the same pass."""
     digest = hashlib.sha256()
     size = 0
@@ -157,6 +159,8 @@ def copy_hashing(src: str, dst: str) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
             fout.write(chunk)
+            if progress is not None:
+                progress(len(chunk))
         if is_local(dst):
             fout.flush()
             os.fsync(fout.fileno())

@@ -135,7 +135,9 @@ def _has_inputs(model: Any) -> bool:
         return False
 
 
-def verify_bundle(path: str | os.PathLike[str], *, custom_objects: Any = None, safe_mode: bool = True) -> Report:
+def verify_bundle(
+    path: str | os.PathLike[str], *, custom_objects: Any = None, safe_mode: bool = True, verbose: bool | str = "auto"
+) -> Report:
     """Checks a bundle: file integrity, environment skew, a full restore, and the stored probe.
 
     Findings are reported, never raised.
@@ -144,6 +146,7 @@ def verify_bundle(path: str | os.PathLike[str], *, custom_objects: Any = None, s
         path: the bundle directory or URL.
         custom_objects: custom classes by name, as for load_bundle.
         safe_mode: refuse bundles that store Python code.
+        verbose: show progress while hashing large bundles ("auto": when stderr is a terminal).
 
     Returns:
         A :class:`Report`.
@@ -160,7 +163,7 @@ def verify_bundle(path: str | os.PathLike[str], *, custom_objects: Any = None, s
         return _integrity_report(root, e)
     findings: list[Finding] = []
     try:
-        with verified_copy(root, manifest) as files_root:
+        with verified_copy(root, manifest, verbose=verbose) as files_root:
             diffs = _environment.differences(manifest.environment, _environment.current())
             for name, a, b in diffs:
                 findings.append(

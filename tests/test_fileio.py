@@ -67,3 +67,23 @@ def test_symlinked_file_in_bundle_is_refused(tmp_path):
     os.symlink(real, meta)
     with pytest.raises(fr.IntegrityError, match="link"):
         fr.load_bundle(str(path))
+
+
+def test_progress_is_shown_only_when_asked_or_on_a_terminal(tmp_path, capsys):
+    from conftest import sequential_model
+
+    from faithful_restore import _progress
+
+    assert _progress.wanted(True) and not _progress.wanted(False)
+    assert not _progress.wanted("auto")  # pytest's captured stderr is not a terminal
+    with pytest.raises(fr.BundleError, match="verbose must be"):
+        fr.save_bundle(sequential_model(), str(tmp_path / "x"), verbose="loud")
+    fr.save_bundle(sequential_model(), str(tmp_path / "b"), verbose=True)
+    fr.load_bundle(str(tmp_path / "b"), verbose=True)
+    captured = capsys.readouterr()
+    assert "hashing" in captured.err and "checking" in captured.err
+    assert "byte" in captured.out  # Keras' Progbar
+    fr.save_bundle(sequential_model(), str(tmp_path / "c"))
+    fr.load_bundle(str(tmp_path / "c"))
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and "hashing" not in quiet.err
