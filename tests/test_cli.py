@@ -133,7 +133,25 @@ def test_demo_quick_json():
     assert weights_only["diagnosis"].startswith("optimizer_state")
     assert rows["rebuilt, other regularization"]["diagnosis"].startswith("regularization")
     assert rows["rebuilt, other architecture"]["diagnosis"].startswith("architecture")
+    assert rows["version skew (simulated)"]["diagnosis"].startswith("version_skew")
+    forgot = rows["preprocessing forgotten"]
+    assert forgot["diagnosis"].startswith("preprocessing") and forgot["accuracy"] < rows["original"]["accuracy"] - 0.2
+    assert forgot["continued_loss"] is None  # not measured for this scenario, and said so
+    assert len(result["curves"]["original"]) == result["steps"]
+    assert result["curves"]["bundle"] == result["curves"]["original"]
     assert np.isfinite(result["test_accuracy"]) and result["test_accuracy"] > 0.8
+
+
+def test_demo_plot(tmp_path):
+    import importlib.util
+
+    png = tmp_path / "curves.png"
+    out = run("demo", "--quick", "--plot", str(png))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert out.returncode == 2 and "needs matplotlib" in out.stderr
+        assert not png.exists()
+    else:
+        assert out.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_text_output():
