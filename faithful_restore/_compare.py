@@ -647,9 +647,8 @@ class _Comparison:
             if targets is None:
                 with _random_state.preserved(model_o):
                     targets = _training_step.targets_like(model_o, model_o(inputs, training=False))
-            first = _training_step.next_step(model_o, self.o.optimizer, inputs, targets, loss)
-            second = _training_step.next_step(model_o, self.o.optimizer, inputs, targets, loss)
-            found = _training_step.next_step(model_r, opt_r, inputs, targets, loss_r)
+            first, second = _training_step.next_steps(model_o, self.o.optimizer, inputs, targets, loss, times=2)
+            (found,) = _training_step.next_steps(model_r, opt_r, inputs, targets, loss_r)
         except Exception as e:  # noqa: BLE001 - report, do not crash the comparison
             self.add(
                 Cause.TRAINING_STATE,

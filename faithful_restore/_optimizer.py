@@ -67,29 +67,29 @@ def write_h5(optimizer: Any, path: str) -> None:
             group.create_dataset(str(i), data=np.asarray(v))
 
 
-def _saved_arrays(path: str, expected: int) -> list[np.ndarray]:
+def _saved_datasets(f: Any, path: str, expected: int) -> list[Any]:
+    """The optimizer's datasets in order, checked for count and plain storage (nothing read yet)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        group = f.get(f"{H5_GROUP}/vars")
-        if group is None:
-            raise BundleError(
-                f"{path} holds no optimizer variables although the manifest records {expected}; "
-                "the bundle is damaged. Re-create it with save_bundle."
-            )
-        keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
-        if len(keys) != expected or keys != [str(i) for i in range(expected)]:
-            raise BundleError(
-                f"{path} holds {len(keys)} optimizer variables, the manifest records {expected}; "
-                "the bundle is damaged. Re-create it with save_bundle."
-            )
-        out = []
-        for k in keys:
-            item = group[k]
-            if not isinstance(item, h5py.Dataset) or item.external:
-                raise BundleError(f"{path}: optimizer/vars/{k} is not a plain dataset; refusing it.")
-            out.append(np.asarray(item))
-        return out
+    group = f.get(f"{H5_GROUP}/vars")
+    if group is None:
+        raise BundleError(
+            f"{path} holds no optimizer variables although the manifest records {expected}; "
+            "the bundle is damaged. Re-create it with save_bundle."
+        )
+    keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+    if len(keys) != expected or keys != [str(i) for i in range(expected)]:
+        raise BundleError(
+            f"{path} holds {len(keys)} optimizer variables, the manifest records {expected}; "
+            "the bundle is damaged. Re-create it with save_bundle."
+        )
+    out = []
+    for k in keys:
+        item = group[k]
+        if not isinstance(item, h5py.Dataset) or item.external or item.is_virtual:
+            raise BundleError(f"{path}: optimizer/vars/{k} is not a plain dataset; refusing it.")
+        out.append(item)
+    return out
 
 
 def deserialize(record: dict[str, Any], custom_objects: Any = None) -> Any:
@@ -119,7 +119,6 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any) ->
                 f"has {len(trainable)}; the model's architecture changed."
             )
         optimizer.build([trainable[i] for i in indices])
-    arrays = _saved_arrays(h5_path, len(saved))
     targets = _variables(optimizer)
     # An optimizer that was never built holds only its step counter and learning rate; the new
     # one may already have (zero) slots after compile(), which is the same state.
@@ -128,16 +127,24 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any) ->
             f"optimizer {record['class']} has {len(targets)} variables after rebuilding, the bundle "
             f"saved {len(saved)}; the model or optimizer configuration differs from the saved one."
         )
-    for i, (meta, array, target) in enumerate(zip(saved, arrays, targets)):
-        if list(array.shape) != meta["shape"] or list(target.shape) != meta["shape"]:
-            raise BundleError(
-                f"optimizer variable {i} ({meta['name']}): saved shape {meta['shape']}, file holds "
-                f"{list(array.shape)}, rebuilt optimizer has {list(target.shape)}; the model "
-                "changed since it was saved."
-            )
-        if str(target.dtype) != meta["dtype"]:
-            raise BundleError(
-                f"optimizer variable {i} ({meta['name']}): saved dtype {meta['dtype']}, rebuilt "
-                f"optimizer has {target.dtype}; check the mixed-precision policy."
-            )
-        target.assign(array)
+    import h5py
+
+    with h5py.File(h5_path, "r") as f:
+        datasets = _saved_datasets(f, h5_path, len(saved))
+        # Every shape and dtype is checked before any value is assigned, so a mismatch leaves
+        # the optimizer untouched.
+        for i, (meta, dataset, target) in enumerate(zip(saved, datasets, targets)):
+            if list(dataset.shape) != meta["shape"] or list(target.shape) != meta["shape"]:
+                raise BundleError(
+                    f"optimizer variable {i} ({meta['name']}): saved shape {meta['shape']}, file holds "
+                    f"{list(dataset.shape)}, rebuilt optimizer has {list(target.shape)}; the model "
+                    "changed since it was saved."
+                )
+            if str(target.dtype) != meta["dtype"]:
+                raise BundleError(
+                    f"optimizer variable {i} ({meta['name']}): saved dtype {meta['dtype']}, rebuilt "
+                    f"optimizer has {target.dtype}; check the mixed-precision policy."
+                )
+        # One variable at a time: peak memory stays at the largest slot, not all of them.
+        for dataset, target in zip(datasets, targets):
+            target.assign(dataset[()])

@@ -87,30 +87,43 @@ def targets_like(model: Any, outputs: Any, seed: int = 0) -> Any:
 
 
 def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
-    """A fresh optimizer of the same config holding ``optimizer``'s state, built on ``model``."""
+    """A fresh optimizer of the same config, built on ``model`` like ``optimizer`` was."""
     copy = optimizer.__class__.from_config(optimizer.get_config())
     trainable = model.trainable_variables
     indices = _optimizer.trainable_indices(optimizer, model) if optimizer.built else None
     targets = [trainable[i] for i in indices] if indices else list(trainable)
     copy.build(targets)
-    src, dst = list(optimizer.variables), list(copy.variables)
-    if optimizer.built and len(src) != len(dst):
-        raise ValueError(f"optimizer copy has {len(dst)} variables, the original {len(src)}")
-    for s, d in zip(src, dst):
-        if tuple(s.shape) == tuple(d.shape):
-            d.assign(np.asarray(s))
+    if optimizer.built and len(optimizer.variables) != len(copy.variables):
+        raise ValueError(f"optimizer copy has {len(copy.variables)} variables, the original {len(optimizer.variables)}")
     return copy, targets
 
 
-def next_step(model: Any, optimizer: Any, x: Any, y: Any, loss: Callable[..., Any]) -> list[np.ndarray]:
-    """Runs one step on a snapshot of ``model`` and returns the updated trainable weights."""
+def _load_state(optimizer: Any, copy: Any) -> None:
+    for s, d in zip(optimizer.variables, copy.variables):
+        if tuple(s.shape) == tuple(d.shape):
+            d.assign(np.asarray(s))
+
+
+def next_steps(
+    model: Any, optimizer: Any, x: Any, y: Any, loss: Callable[..., Any], times: int = 1
+) -> list[list[np.ndarray]]:
+    """Runs one training step ``times`` times, each from the same snapshot of ``model``.
+
+    The step uses one copy of the optimizer (built once, its state reloaded from ``optimizer``
+    before every run); the model is put back after each run. Returns the updated trainable
+    weights of every run (several runs measure the step's noise floor).
+    """
     import tensorflow as tf
 
-    with preserved(model):
-        step_opt, targets = _step_optimizer(optimizer, model)
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            value = loss(x, y, y_pred)
-        grads = tape.gradient(value, targets)
-        step_opt.apply_gradients([(g, v) for g, v in zip(grads, targets) if g is not None])
-        return [np.array(v, copy=True) for v in model.trainable_variables]
+    step_opt, targets = _step_optimizer(optimizer, model)
+    results = []
+    for _ in range(times):
+        with preserved(model):
+            _load_state(optimizer, step_opt)
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                value = loss(x, y, y_pred)
+            grads = tape.gradient(value, targets)
+            step_opt.apply_gradients([(g, v) for g, v in zip(grads, targets) if g is not None])
+            results.append([np.array(v, copy=True) for v in model.trainable_variables])
+    return results
