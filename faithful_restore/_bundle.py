@@ -304,6 +304,11 @@ def save_bundle(
         "regularization": _architecture.regularization(model),
         "random_state": _random_state.capture(model),
         "distribution": distribution,
+        "model_optimizer": (
+            _optimizer.describe(model.optimizer, model, "model")
+            if source == "separate" and getattr(model, "optimizer", None) is not None
+            else None
+        ),
     }
     if not chief:
         # A non-chief multi-worker process runs the same save (its collectives are needed) into a
@@ -417,11 +422,22 @@ def _check_target(target: str, overwrite: bool) -> None:
     if _fileio.is_local(target) and os.path.islink(target):
         raise BundleError(f"{target!r} is a symlink; refusing to replace it. Choose another path.")
     contents = _fileio.list_files(target)
-    if contents and MANIFEST not in contents:
+    if contents and not _is_bundle_dir(target, contents):
         raise BundleError(
-            f"{target!r} is a non-empty directory that holds no bundle (no {MANIFEST}); refusing "
-            "to replace it with overwrite=True. Choose another path."
+            f"{target!r} is a non-empty directory that holds no bundle (no faithful_restore {MANIFEST}); "
+            "refusing to replace it with overwrite=True. Choose another path."
         )
+
+
+def _is_bundle_dir(target: str, contents: list[str]) -> bool:
+    """Whether ``target`` holds a bundle (damaged or not), judged by its manifest's format key."""
+    if MANIFEST not in contents:
+        return False
+    try:
+        data = json.loads(_fileio.read_bytes(_fileio.join(target, MANIFEST), MAX_MANIFEST_BYTES))
+    except (BundleError, OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == "faithful_restore.bundle"
 
 
 # --------------------------------------------------------------------------- load
@@ -447,11 +463,18 @@ def read_manifest(root: str, label: str | None = None) -> Manifest:
             f"{shown!r} holds no {MANIFEST}: it is not a bundle, or a save into it never finished. "
             "Pass a directory written by save_bundle."
         )
-    raw = _fileio.read_bytes(manifest_path, MAX_MANIFEST_BYTES)
+
+    def read(path: str, limit: int) -> bytes:
+        try:
+            return _fileio.read_bytes(path, limit)
+        except BundleError as e:  # name the user's bundle, not a private snapshot of it
+            raise BundleError(str(e).replace(root, shown)) from e
+
+    raw = read(manifest_path, MAX_MANIFEST_BYTES)
     digest_path = _fileio.join(root, DIGEST)
     if not _fileio.exists(digest_path):
         raise IntegrityError(f"{shown!r} lacks {DIGEST}, which protects the manifest; the bundle is damaged.")
-    recorded = _fileio.read_bytes(digest_path, 200).decode("ascii", "replace").strip()
+    recorded = read(digest_path, 200).decode("ascii", "replace").strip()
     if recorded != digest(raw):
         raise IntegrityError(
             f"{MANIFEST} in {shown!r} does not match {DIGEST} (expected sha256 {recorded[:16]}..., "
@@ -582,8 +605,16 @@ def _restore_optimizer(
         opt = None
     if opt is None:
         opt = _optimizer.deserialize(record, custom_objects)
-    _optimizer.restore(opt, record, h5, model)
-    return opt
+    restored = _optimizer.restore(opt, record, h5, model, custom_objects)
+    if restored is not opt and opt is getattr(model, "optimizer", None):
+        model.optimizer = restored  # compile() had built it on other variables than the saved one
+    model_record = manifest.model_optimizer
+    if model_record is not None and compile and compile_config and getattr(model, "optimizer", None) is not None:
+        # A custom loop's optimizer was the primary one; the compiled optimizer's state is restored too.
+        model.optimizer = _optimizer.restore(
+            model.optimizer, model_record, os.path.join(root, *MODEL_WEIGHTS.split("/")), model, custom_objects
+        )
+    return restored
 
 
 def _restore_state(root: str, manifest: Manifest, trackables: dict[str, Any]) -> None:

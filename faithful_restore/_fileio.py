@@ -113,9 +113,28 @@ def open_read(path: str) -> Iterator:
 
 
 def read_bytes(path: str, limit: int) -> bytes:
-    """Reads at most ``limit`` bytes; raises BundleError when the file is larger."""
-    with open_read(path) as f:
-        data = f.read(limit + 1)
+    """Reads a regular file of at most ``limit`` bytes.
+
+    Raises:
+        BundleError: the file is larger, or (locally) a symlink, FIFO, directory or other
+            non-regular file, which a bundle never holds.
+    """
+    if is_local(path):
+        import stat
+
+        try:
+            # O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as e:
+            raise BundleError(f"cannot read {path}: {e}; a bundle's files are plain files inside it.") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError(f"{path} is not a regular file; refusing it (a bundle holds only plain files).")
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    else:
+        with open_read(path) as f:
+            data = f.read(limit + 1)
     if len(data) > limit:
         raise BundleError(
             f"{path} is larger than the {limit} bytes allowed for it; this is not a file "

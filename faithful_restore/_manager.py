@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _fileio
+from faithful_restore import _fileio, _optimizer
 from faithful_restore._bundle import MANIFEST, Bundle, load_bundle, read_manifest, save_bundle
 from faithful_restore._manifest import Manifest
 from faithful_restore.errors import BundleError
@@ -230,10 +230,8 @@ def restore_into(bundle: Bundle, model: Any, optimizer: Any) -> None:
     if bundle.optimizer is None or optimizer is None:
         return
     if not optimizer.built and bundle.optimizer.built:
-        record = bundle.manifest.optimizer if bundle.manifest is not None else None
-        indices = (record or {}).get("trainable_variable_indices")
-        trainable = model.trainable_variables
-        optimizer.build([trainable[i] for i in indices] if indices else trainable)
+        record = (bundle.manifest.optimizer if bundle.manifest is not None else None) or {}
+        optimizer.build(_optimizer.built_on(record, model))
     source, target = list(bundle.optimizer.variables), list(optimizer.variables)
     if not bundle.optimizer.built:
         target = target[: len(source)]

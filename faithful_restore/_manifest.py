@@ -29,7 +29,7 @@ DIGEST = "manifest.sha256"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
-_OPTIMIZER_KEYS = {"class", "source", "config", "built", "iterations", "trainable_variable_indices", "variables"}
+_OPTIMIZER_KEYS = {"class", "source", "config", "built", "iterations", "variable_indices", "variables"}
 _PROBE_KEYS = {"structure", "inputs", "outputs", "noise_floor", "tolerance"}
 
 
@@ -94,6 +94,7 @@ class Manifest:
     state: list[str]
     probe: dict[str, Any] | None
     distribution: dict[str, Any] | None = None
+    model_optimizer: dict[str, Any] | None = None
     files: tuple[FileEntry, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class Manifest:
             "state": list(self.state),
             "probe": self.probe,
             "distribution": self.distribution,
+            "model_optimizer": self.model_optimizer,
             "files": [f.to_dict() for f in self.files],
         }
 
@@ -178,8 +180,11 @@ class Manifest:
         for entry in random_state:
             if not (
                 isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
                 and isinstance(entry.get("value"), list)
-                and all(isinstance(v, int) for v in entry["value"])
+                and all(
+                    isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64 for v in entry["value"]
+                )
                 and isinstance(entry.get("dtype"), str)
             ):
                 raise BundleError(f"manifest random_state entry {entry!r} is malformed.")
@@ -199,6 +204,9 @@ class Manifest:
                 and isinstance(entry["state"].get("kind"), str)
             ):
                 raise BundleError(f"manifest preprocessing layer entry {entry!r} is malformed.")
+        model_optimizer = typed("model_optimizer", dict, nullable=True)
+        if model_optimizer is not None:
+            _check_optimizer(model_optimizer)
         distribution = typed("distribution", dict, nullable=True)
         if distribution is not None:
             _check_distribution(distribution)
@@ -222,6 +230,7 @@ class Manifest:
             state=state,
             probe=probe,
             distribution=distribution,
+            model_optimizer=model_optimizer,
             files=files,
         )
 
@@ -270,9 +279,9 @@ def _check_optimizer(section: dict[str, Any]) -> None:
         raise BundleError("manifest optimizer.built/iterations have wrong types.")
     if not isinstance(section["config"], dict):
         raise BundleError("manifest optimizer.config must be an object.")
-    indices = section["trainable_variable_indices"]
+    indices = section["variable_indices"]
     if indices is not None and not (isinstance(indices, list) and all(isinstance(i, int) and i >= 0 for i in indices)):
-        raise BundleError("manifest optimizer.trainable_variable_indices must be a list of non-negative ints.")
+        raise BundleError("manifest optimizer.variable_indices must be a list of non-negative ints.")
     variables = section["variables"]
     if not isinstance(variables, list):
         raise BundleError("manifest optimizer.variables must be a list.")
@@ -326,6 +335,8 @@ def _check_preprocessing(section: dict[str, Any]) -> None:
             raise BundleError(f"manifest preprocessing entry {key!r} is malformed.")
         if entry["kind"] == "array":
             _check_entry_file(entry)
+        elif set(entry) != {"kind", "value"}:
+            raise BundleError(f"manifest preprocessing entry {key!r} must have exactly kind and value.")
 
 
 def _reject_constant(name: str) -> Any:

@@ -23,21 +23,39 @@ def _variables(optimizer: Any) -> list[Any]:
     return list(optimizer.variables)
 
 
-def trainable_indices(optimizer: Any, model: Any) -> list[int] | None:
-    """Positions in ``model.trainable_variables`` of the variables the optimizer was built on."""
+def variable_indices(optimizer: Any, model: Any) -> list[int] | None:
+    """Positions in ``model.variables`` of the variables the optimizer was built on.
+
+    ``model.variables`` rather than the trainable ones: a layer frozen after training (fine-tuning)
+    keeps its optimizer slots.
+    """
     built_on = getattr(optimizer, "_trainable_variables", None)
     if not getattr(optimizer, "built", False) or built_on is None:
         return None
-    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    index = {id(v): i for i, v in enumerate(model.variables)}
     out = []
     for v in built_on:
         if id(v) not in index:
             raise BundleError(
-                f"the optimizer was built on variable {v.path!r}, which is not a trainable variable "
-                "of the model being saved; pass the optimizer that trains this model."
+                f"the optimizer was built on variable {v.path!r}, which is not a variable of the model "
+                "being saved; pass the optimizer that trains this model."
             )
         out.append(index[id(v)])
     return out
+
+
+def built_on(record: dict[str, Any], model: Any) -> list[Any]:
+    """The variables of ``model`` a recorded optimizer was built on (all trainable ones if unrecorded)."""
+    indices = record.get("variable_indices")
+    if indices is None:
+        return list(model.trainable_variables)
+    variables = model.variables
+    if any(i >= len(variables) for i in indices):
+        raise BundleError(
+            f"the optimizer was built on model variables {indices} but the restored model has "
+            f"{len(variables)}; the model's architecture changed."
+        )
+    return [variables[i] for i in indices]
 
 
 def describe(optimizer: Any, model: Any, source: str) -> dict[str, Any]:
@@ -50,7 +68,7 @@ def describe(optimizer: Any, model: Any, source: str) -> dict[str, Any]:
         "config": jsonable(keras.optimizers.serialize(optimizer)),
         "built": bool(getattr(optimizer, "built", False)),
         "iterations": int(np.asarray(optimizer.iterations)),
-        "trainable_variable_indices": trainable_indices(optimizer, model),
+        "variable_indices": variable_indices(optimizer, model),
         "variables": [
             {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": str(v.dtype)} for v in _variables(optimizer)
         ],
@@ -105,20 +123,21 @@ def deserialize(record: dict[str, Any], custom_objects: Any = None) -> Any:
         ) from e
 
 
-def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any) -> None:
-    """Builds ``optimizer`` on ``model`` as recorded and assigns every saved variable."""
+def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any, custom_objects: Any = None) -> Any:
+    """Builds an optimizer on ``model`` as recorded and assigns every saved variable.
+
+    Returns ``optimizer``, or a fresh one of the recorded config when ``optimizer`` was already
+    built on other variables (compile() builds on every trainable variable; the saved one may
+    have been built on a subset, or on layers frozen since).
+    """
     saved = record["variables"]
-    if record["built"] and not optimizer.built:
-        indices = record.get("trainable_variable_indices")
-        trainable = model.trainable_variables
-        if indices is None:
-            indices = list(range(len(trainable)))
-        if any(i >= len(trainable) for i in indices):
-            raise BundleError(
-                f"the optimizer was built on trainable variables {indices} but the restored model "
-                f"has {len(trainable)}; the model's architecture changed."
-            )
-        optimizer.build([trainable[i] for i in indices])
+    if record["built"]:
+        wanted = built_on(record, model)
+        current = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+        if current is not None and [id(v) for v in current] != [id(v) for v in wanted]:
+            optimizer = deserialize(record, custom_objects)
+        if not optimizer.built:
+            optimizer.build(wanted)
     targets = _variables(optimizer)
     # An optimizer that was never built holds only its step counter and learning rate; the new
     # one may already have (zero) slots after compile(), which is the same state.
@@ -148,3 +167,4 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any) ->
         # One variable at a time: peak memory stays at the largest slot, not all of them.
         for dataset, target in zip(datasets, targets):
             target.assign(dataset[()])
+    return optimizer

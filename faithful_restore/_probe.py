@@ -65,9 +65,12 @@ def run(model: Any, inputs: Any, keep_random_state: bool = True) -> list[np.ndar
     """
     import tensorflow as tf
 
-    from faithful_restore._random_state import preserved
+    from faithful_restore._random_state import preserved, reset_stateful_rnns
 
     with preserved(model) if keep_random_state else contextlib.nullcontext():
+        # Keras does not save a stateful RNN's hidden state; probes start from the zero state a
+        # restored model starts from.
+        reset_stateful_rnns(model)
         outputs = model(inputs, training=False)
     return [_to_numpy(o) for o in tf.nest.flatten(outputs)]
 

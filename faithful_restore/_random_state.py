@@ -30,15 +30,30 @@ def components(variable: Any) -> list[Any]:
     return [variable]
 
 
+def _stateful_rnn_states(model: Any) -> list[Any]:
+    from faithful_restore._architecture import iter_layers
+
+    out: list[Any] = []
+    for _path, layer in iter_layers(model):
+        if getattr(layer, "stateful", False):
+            out.extend(s for s in (getattr(layer, "states", None) or []) if hasattr(s, "assign"))
+    return out
+
+
+def reset_stateful_rnns(model: Any) -> None:
+    for state in _stateful_rnn_states(model):
+        state.assign(np.zeros(tuple(state.shape), dtype=np.dtype(str(state.dtype))))
+
+
 @contextlib.contextmanager
 def preserved(model: Any) -> Iterator[None]:
-    """Puts the model's seed generator states back on exit.
+    """Puts back, on exit, the state that running a model in inference mode can change.
 
-    Some layers draw from their generator even in inference mode (an LSTM with dropout draws its
-    mask before checking ``training``), so running a probe would otherwise change the random
-    state that the next training step depends on.
+    Some layers draw from their seed generator even in inference mode (an LSTM with dropout
+    draws its mask before checking ``training``), and stateful RNNs advance their hidden state on
+    every call; running a probe must change neither.
     """
-    variables = seed_variables(model)
+    variables = seed_variables(model) + _stateful_rnn_states(model)
     saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
     try:
         yield
@@ -63,7 +78,13 @@ def restore(model: Any, records: list[dict[str, Any]]) -> None:
             f"{len(records)}; the architecture differs from the saved one."
         )
     for target, record in zip(targets, records):
-        value = np.asarray(record["value"], dtype=np.dtype(str(target.dtype)))
+        try:
+            value = np.asarray(record["value"], dtype=np.dtype(str(target.dtype)))
+        except (OverflowError, ValueError, TypeError) as e:
+            raise BundleError(
+                f"seed generator {record.get('path')!r}: the saved value {record.get('value')!r} does not fit "
+                f"{target.dtype}; the bundle is damaged."
+            ) from e
         if value.shape != tuple(target.shape):
             raise BundleError(
                 f"seed generator {record['path']}: saved {list(value.shape)} values, the restored "

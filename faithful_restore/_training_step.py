@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _optimizer
 from faithful_restore._random_state import components
 
 
@@ -89,9 +88,8 @@ def targets_like(model: Any, outputs: Any, seed: int = 0) -> Any:
 def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
     """A fresh optimizer of the same config, built on ``model`` like ``optimizer`` was."""
     copy = optimizer.__class__.from_config(optimizer.get_config())
-    trainable = model.trainable_variables
-    indices = _optimizer.trainable_indices(optimizer, model) if optimizer.built else None
-    targets = [trainable[i] for i in indices] if indices else list(trainable)
+    built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+    targets = list(built_on) if built_on else list(model.trainable_variables)
     copy.build(targets)
     if optimizer.built and len(optimizer.variables) != len(copy.variables):
         raise ValueError(f"optimizer copy has {len(copy.variables)} variables, the original {len(optimizer.variables)}")

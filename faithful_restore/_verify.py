@@ -244,6 +244,12 @@ def _fresh_like(obj: Any) -> Any:
 def _scratch_path(path: str | os.PathLike[str] | None) -> Iterator[str]:
     if path is not None:
         target = _fileio.as_path(path)
+        if _fileio.exists(target):
+            # The bundle is removed afterwards, so only a path this call creates may be used.
+            raise BundleError(
+                f"{target!r} already exists; assert_roundtrip writes a temporary bundle there and removes it "
+                "afterwards, so pass a path that does not exist yet."
+            )
         try:
             yield target
         finally:
@@ -295,7 +301,7 @@ def assert_roundtrip(
     fresh = {name: _fresh_like(obj) for name, obj in dict(state).items()}
     fresh = {name: obj for name, obj in fresh.items() if obj is not None}
     with _scratch_path(path) as target:
-        save_bundle(model, target, sample_inputs=sample_inputs, overwrite=path is not None, **save_kwargs)
+        save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
         restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
         original = Bundle(
             model,

@@ -119,6 +119,8 @@ class BundleCheckpoint(keras.callbacks.Callback):
                 raise BundleError(
                     f"monitor {self.monitor!r} is not in the logs ({sorted(logs)}); pass a metric that fit reports."
                 )
+            if not np.isfinite(float(value)):
+                return  # a NaN/Inf metric is never an improvement
             if self._best is not None and not self._better(float(value), self._best):
                 return
             self._best = float(value)
@@ -128,7 +130,12 @@ class BundleCheckpoint(keras.callbacks.Callback):
             "epoch": int(epoch if epoch_done else self._epoch),
             "batches_seen": int(self._batches_seen),
             "iterations": int(np.asarray(optimizer.iterations)) if optimizer is not None else None,
-            "logs": {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))},
+            # JSON holds no NaN/Inf: a diverged loss is left out rather than stopping training.
+            "logs": {
+                k: float(v)
+                for k, v in logs.items()
+                if isinstance(v, (int, float, np.floating)) and np.isfinite(float(v))
+            },
             "best": self._best,
         }
         self.manager.save(

@@ -17,7 +17,10 @@ def test_describe_records_every_variable():
     record = _optimizer.describe(model.optimizer, model, "model")
     assert record["iterations"] == 8 and record["built"]
     assert len(record["variables"]) == len(model.optimizer.variables)
-    assert record["trainable_variable_indices"] == list(range(len(model.trainable_variables)))
+    trainable = {id(v) for v in model.trainable_variables}
+    assert [id(model.variables[i]) for i in record["variable_indices"]] == [
+        id(v) for v in model.variables if id(v) in trainable
+    ]
 
 
 def test_restore_refuses_a_mismatched_file(tmp_path):
@@ -38,8 +41,13 @@ def test_restore_refuses_other_shapes(tmp_path):
     path = str(tmp_path / "opt.h5")
     _optimizer.write_h5(model.optimizer, path)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(9), keras.layers.Dense(1)])
-    with pytest.raises(fr.BundleError, match="shape"):
+    with pytest.raises(fr.BundleError, match="architecture changed"):
         _optimizer.restore(keras.optimizers.Adam(), record, path, other)
+    same_count = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(9), keras.layers.Dropout(0.1), keras.layers.Dense(1)]
+    )
+    with pytest.raises(fr.BundleError, match="shape"):
+        _optimizer.restore(keras.optimizers.Adam(), record, path, same_count)
 
 
 def test_restored_values_are_bitwise(tmp_path):
