@@ -12,7 +12,6 @@ import tempfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import assert_same_variables, mirrored_strategy
 
 import faithful_restore as fr
