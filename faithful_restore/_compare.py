@@ -95,6 +95,22 @@ def _is_preprocessing(layer: Any) -> bool:
     return _preprocessing._layer_state(layer) is not None
 
 
+def skew_findings(diffs: list[tuple[str, Any, Any]]) -> list[Finding]:
+    """One VERSION_SKEW warning per environment field that differs."""
+    return [
+        Finding(
+            Cause.VERSION_SKEW,
+            "warning",
+            f"environment.{name}",
+            _architecture.jsonable(a),
+            _architecture.jsonable(b),
+            f"{name} was {a!r} when the bundle was saved and is {b!r} now; results may differ by rounding. "
+            "Install the saved version to reproduce exactly.",
+        )
+        for name, a, b in diffs
+    ]
+
+
 class _Comparison:
     def __init__(self, original: _Side, restored: _Side, rtol: float, atol: float) -> None:
         self.o, self.r = original, restored
@@ -117,16 +133,7 @@ class _Comparison:
         if self.r.manifest is not None:
             saved = self.o.manifest.environment if self.o.manifest is not None else self.r.manifest.environment
             against = self.r.manifest.environment if self.o.manifest is not None else running
-            for name, a, b in _environment.differences(saved, against):
-                self.add(
-                    Cause.VERSION_SKEW,
-                    "warning",
-                    f"environment.{name}",
-                    a,
-                    b,
-                    f"{name} was {a!r} when the bundle was saved and is {b!r} now; results may "
-                    "differ by rounding. Install the saved version to reproduce exactly.",
-                )
+            self.findings.extend(skew_findings(_environment.differences(saved, against)))
             self.checks.append("environment")
 
     # ------------------------------------------------------------------ signature

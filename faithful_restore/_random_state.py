@@ -53,7 +53,13 @@ def preserved(model: Any) -> Iterator[None]:
     draws its mask before checking ``training``), and stateful RNNs advance their hidden state on
     every call; running a probe must change neither.
     """
-    variables = seed_variables(model) + _stateful_rnn_states(model)
+    with restoring(seed_variables(model) + _stateful_rnn_states(model)):
+        yield
+
+
+@contextlib.contextmanager
+def restoring(variables: list[Any]) -> Iterator[None]:
+    """Puts ``variables`` back to their current values on exit (every replica of each)."""
     saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
     try:
         yield

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore._random_state import components
+from faithful_restore._random_state import components, restoring
 
 
 def is_distributed(model: Any) -> bool:
@@ -30,14 +30,8 @@ def _all_variables(model: Any) -> list[Any]:
 @contextlib.contextmanager
 def preserved(model: Any) -> Iterator[None]:
     """Restores every variable of ``model`` (and its metrics) on exit."""
-    variables = _all_variables(model)
-    saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
-    try:
+    with restoring(_all_variables(model)):
         yield
-    finally:
-        for v, values in zip(variables, saved):
-            for c, value in zip(components(v), values):
-                c.assign(value)
 
 
 def loss_for(model: Any, loss_fn: Callable[..., Any] | None) -> Callable[..., Any] | None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from faithful_restore import _architecture, _environment, _fileio, _preprocessing, _probe, _random_state, _signature
 from faithful_restore._bundle import Bundle, load_bundle, read_manifest, read_probe, restore, save_bundle, verified_copy
-from faithful_restore._compare import compare
+from faithful_restore._compare import compare, skew_findings
 from faithful_restore._findings import Cause, Finding, Report
 from faithful_restore.errors import BundleError, IntegrityError, RoundtripError
 
@@ -165,18 +165,7 @@ def verify_bundle(
     try:
         with verified_copy(root, manifest, verbose=verbose) as files_root:
             diffs = _environment.differences(manifest.environment, _environment.current())
-            for name, a, b in diffs:
-                findings.append(
-                    Finding(
-                        Cause.VERSION_SKEW,
-                        "warning",
-                        f"environment.{name}",
-                        a,
-                        b,
-                        f"{name} was {a!r} when the bundle was saved and is {b!r} now; results may differ "
-                        "by rounding. Install the saved version to reproduce exactly.",
-                    )
-                )
+            findings.extend(skew_findings(diffs))
             checks.append("environment")
             bundle = restore(root, files_root, manifest, custom_objects, True, safe_mode, {})
             checks.append("restore (model, optimizer, random state)")
