@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _fileio, _optimizer
+from faithful_restore import _fileio, _global_rng, _optimizer
 from faithful_restore._bundle import MANIFEST, Bundle, load_bundle, read_manifest, save_bundle
 from faithful_restore._manifest import Manifest
 from faithful_restore.errors import BundleError
@@ -112,12 +112,14 @@ class BundleManager:
         )
 
     # ------------------------------------------------------------------ save / load
-    def save(self, model: Any, step: int, **save_kwargs: Any) -> Manifest:
+    def save(self, model: Any, step: int, *, include_global_rng: bool = True, **save_kwargs: Any) -> Manifest:
         """Saves a bundle for ``step`` (replacing one of the same step), then applies retention.
 
         Args:
             model: the model to save.
             step: a non-negative training step (or epoch) number; names the bundle.
+            include_global_rng: also save TensorFlow's global generator and Keras' global seed
+                generator, which restore_or_initialize puts back.
             **save_kwargs: passed to :func:`save_bundle` (optimizer, state, metadata, ...).
 
         Returns:
@@ -129,6 +131,12 @@ class BundleManager:
             raise BundleError("BundleManager.save replaces a bundle of the same step itself; do not pass overwrite.")
         metadata = dict(save_kwargs.pop("metadata", None) or {})
         metadata.setdefault("step", int(step))
+        if include_global_rng:
+            state = dict(save_kwargs.pop("state", None) or {})
+            clash = sorted(set(state) & set(_global_rng.NAMES))
+            if clash:
+                raise BundleError(f"state names {clash} are reserved for the global random generators; rename them.")
+            save_kwargs["state"] = {**state, **_global_rng.to_save()}
         path = _fileio.join(self.directory, _step_name(int(step)))
         manifest = save_bundle(model, path, overwrite=True, metadata=metadata, **save_kwargs)
         self._apply_retention(newest=int(step))
@@ -150,6 +158,8 @@ class BundleManager:
             optimizer: the optimizer to restore into, for custom training loops.
             state: trackables to restore in place, as for :func:`load_bundle`.
 
+        The global random generators saved with the bundle (see :meth:`save`) are restored too.
+
         Returns:
             The step to resume from: the newest bundle's step, or 0 when there is none.
 
@@ -159,7 +169,9 @@ class BundleManager:
         latest = self.latest
         if latest is None:
             return 0
-        bundle = load_bundle(latest.path, state=state, **load_kwargs)
+        saved = read_manifest(latest.path).state
+        state = {**dict(state or {}), **_global_rng.to_restore(saved)}
+        bundle = load_bundle(latest.path, state=state or None, **load_kwargs)
         restore_into(bundle, model, optimizer if optimizer is not None else getattr(model, "optimizer", None))
         return latest.step
 

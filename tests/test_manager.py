@@ -6,6 +6,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import assert_same_variables, make_xy, sequential_model
@@ -92,3 +93,21 @@ def test_bad_arguments(tmp_path):
         manager.save(sequential_model(), step=-1)
     with pytest.raises(fr.BundleError, match="no bundle in"):
         manager.load()
+
+
+def test_global_random_generators_are_saved_and_restored(tmp_path):
+    manager = fr.BundleManager(tmp_path / "run")
+    model = sequential_model()
+    tf.random.get_global_generator().normal([2])
+    keras.random.normal((2,))  # creates Keras' global seed generator, as unseeded random ops do
+    manifest = manager.save(model, step=5)
+    assert {"fr_global_tf_generator", "fr_global_keras_seed"} <= set(manifest.state)
+    expected_tf = tf.random.get_global_generator().normal([3]).numpy()
+    expected_keras = keras.random.normal((3,)).numpy()
+    assert manager.restore_or_initialize(sequential_model(trained=False)) == 5
+    np.testing.assert_array_equal(tf.random.get_global_generator().normal([3]).numpy(), expected_tf)
+    np.testing.assert_array_equal(keras.random.normal((3,)).numpy(), expected_keras)
+    with pytest.raises(fr.BundleError, match="reserved"):
+        manager.save(model, step=6, state={"fr_global_tf_generator": tf.Variable(1)})
+    manager.save(model, step=7, include_global_rng=False)
+    assert not set(manager.manifest(7).state) & {"fr_global_tf_generator", "fr_global_keras_seed"}
