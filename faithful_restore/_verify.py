@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 
 from faithful_restore import _architecture, _environment, _fileio, _preprocessing, _probe, _random_state, _signature
-from faithful_restore._bundle import Bundle, load_bundle, read_manifest, read_probe, restore, save_bundle, verified_copy
+from faithful_restore._bundle import (
+    Bundle,
+    consistent_view,
+    load_bundle,
+    read_manifest,
+    read_probe,
+    restore,
+    save_bundle,
+    verified_copy,
+)
 from faithful_restore._compare import compare, skew_findings
 from faithful_restore._findings import Cause, Finding, Report
 from faithful_restore.errors import BundleError, IntegrityError, RoundtripError
@@ -157,65 +166,67 @@ def verify_bundle(
     """
     root = _fileio.as_path(path)
     checks = ["file integrity"]
-    try:
-        manifest = read_manifest(root)
-    except IntegrityError as e:
-        return _integrity_report(root, e)
-    findings: list[Finding] = []
-    try:
-        with verified_copy(root, manifest, verbose=verbose) as files_root:
-            diffs = _environment.differences(manifest.environment, _environment.current())
-            findings.extend(skew_findings(diffs))
-            checks.append("environment")
-            bundle = restore(root, files_root, manifest, custom_objects, True, safe_mode, {})
-            checks.append("restore (model, optimizer, random state)")
-            _consistency(bundle, findings)
-            for entry in (manifest.distribution or {}).get("replica_divergence", []):
-                findings.append(
-                    Finding(
-                        Cause.REPLICA_DIVERGENCE,
-                        "warning",
-                        entry["path"],
-                        "identical values on every replica",
-                        f"{entry['replicas']} replicas differed by up to {entry.get('max_abs_diff')}",
-                        f"when saved, {entry['path']!r} held different values on its {entry['replicas']} replicas; "
-                        "the bundle keeps replica 0's, so the restored model predicts like replica 0, not like "
-                        "the distributed original. Use BatchNormalization(synchronized=True).",
+    # A pinned snapshot: a writer replacing the bundle meanwhile cannot produce a false finding.
+    with consistent_view(root) as view:
+        try:
+            manifest = read_manifest(view, label=root)
+        except IntegrityError as e:
+            return _integrity_report(root, e)
+        findings: list[Finding] = []
+        try:
+            with verified_copy(view, manifest, label=root, verbose=verbose) as files_root:
+                diffs = _environment.differences(manifest.environment, _environment.current())
+                findings.extend(skew_findings(diffs))
+                checks.append("environment")
+                bundle = restore(root, files_root, manifest, custom_objects, True, safe_mode, {})
+                checks.append("restore (model, optimizer, random state)")
+                _consistency(bundle, findings)
+                for entry in (manifest.distribution or {}).get("replica_divergence", []):
+                    findings.append(
+                        Finding(
+                            Cause.REPLICA_DIVERGENCE,
+                            "warning",
+                            entry["path"],
+                            "identical values on every replica",
+                            f"{entry['replicas']} replicas differed by up to {entry.get('max_abs_diff')}",
+                            f"when saved, {entry['path']!r} held different values on its {entry['replicas']} replicas; "
+                            "the bundle keeps replica 0's, so the restored model predicts like replica 0, not like "
+                            "the distributed original. Use BatchNormalization(synchronized=True).",
+                        )
                     )
-                )
-            checks.append("architecture, preprocessing and regularization vs manifest")
-            if manifest.probe is not None:
-                probe = read_probe(files_root, manifest)
-                problems = _probe.check(bundle.model, manifest.probe, probe, same_environment=not diffs)
-                batch = probe.inputs[0].shape[0] if probe.inputs and probe.inputs[0].ndim else 0
-                checks.append(f"inference outputs on {batch} probe inputs")
-                explained = [f for f in findings if f.severity == "error"]
-                for problem in problems:
+                checks.append("architecture, preprocessing and regularization vs manifest")
+                if manifest.probe is not None:
+                    probe = read_probe(files_root, manifest)
+                    problems = _probe.check(bundle.model, manifest.probe, probe, same_environment=not diffs)
+                    batch = probe.inputs[0].shape[0] if probe.inputs and probe.inputs[0].ndim else 0
+                    checks.append(f"inference outputs on {batch} probe inputs")
+                    explained = [f for f in findings if f.severity == "error"]
+                    for problem in problems:
+                        findings.append(
+                            Finding(
+                                Cause.OUTPUTS,
+                                "info" if explained else "error",
+                                "probe",
+                                "the saved outputs",
+                                problem,
+                                f"the restored model's outputs moved: {problem}"
+                                + ("; the environment differs (see the version skew findings)." if diffs else "."),
+                            )
+                        )
+                else:
                     findings.append(
                         Finding(
                             Cause.OUTPUTS,
-                            "info" if explained else "error",
+                            "info",
                             "probe",
-                            "the saved outputs",
-                            problem,
-                            f"the restored model's outputs moved: {problem}"
-                            + ("; the environment differs (see the version skew findings)." if diffs else "."),
+                            None,
+                            None,
+                            "the bundle has no probe, so outputs were not re-checked; save with sample_inputs=.",
                         )
                     )
-            else:
-                findings.append(
-                    Finding(
-                        Cause.OUTPUTS,
-                        "info",
-                        "probe",
-                        None,
-                        None,
-                        "the bundle has no probe, so outputs were not re-checked; save with sample_inputs=.",
-                    )
-                )
-    except IntegrityError as e:
-        return _integrity_report(root, e)
-    return Report.build(findings, checks, root)
+        except IntegrityError as e:
+            return _integrity_report(root, e)
+        return Report.build(findings, checks, root)
 
 
 def _fresh_like(obj: Any) -> Any:

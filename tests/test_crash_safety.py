@@ -127,3 +127,20 @@ def test_two_concurrent_writers(tmp_path, overwrite):
         winner = "ab"[outputs.index("ok")]
         assert held == winner
     assert _leftovers(path) == []
+
+
+def test_verify_bundle_during_overwrites_reports_no_false_finding(tmp_path):
+    path = tmp_path / "bundle"
+    digests_path = tmp_path / "digests.json"
+    proc = _start(path, digests_path, "loop")
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert proc.stdout.readline().startswith("saved")
+        deadline = time.monotonic() + 5
+        reports = []
+        while time.monotonic() < deadline:
+            reports.append(fr.verify_bundle(str(path)))
+        assert reports and all(r.ok for r in reports), [r.to_text() for r in reports if not r.ok][:1]
+    finally:
+        proc.kill()
+        proc.wait()
