@@ -25,7 +25,7 @@ from faithful_restore import (
     _training_step,
 )
 from faithful_restore._bundle import Bundle, load_bundle
-from faithful_restore._findings import Cause, Finding, Report
+from faithful_restore._findings import Cause, Finding, Report, integrity_report
 from faithful_restore._inputs import synthesize
 from faithful_restore._manifest import Manifest
 from faithful_restore.errors import BundleError, IntegrityError
@@ -793,19 +793,11 @@ def compare(
     try:
         o = _side(original, "original")
     except IntegrityError as e:
-        return Report.build(
-            [Finding(Cause.INTEGRITY, "error", str(original), "files matching the manifest", str(e), str(e))],
-            ["file integrity"],
-            "original bundle",
-        )
+        return integrity_report(str(original), e, "original bundle")
     try:
         r = _side(restored, "restored")
     except IntegrityError as e:
-        return Report.build(
-            [Finding(Cause.INTEGRITY, "error", str(restored), "files matching the manifest", str(e), str(e))],
-            ["file integrity"],
-            "restored bundle",
-        )
+        return integrity_report(str(restored), e, "restored bundle")
     cmp = _Comparison(o, r, float(rtol), float(atol))
     cmp.environment()
     cmp.signature()

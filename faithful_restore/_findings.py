@@ -215,6 +215,12 @@ class Report:
         )
 
 
+def integrity_report(path: str, error: Exception, subject: str = "") -> Report:
+    """The report for a bundle whose files do not match its manifest (nothing else is checked)."""
+    finding = Finding(Cause.INTEGRITY, "error", path, "files matching the manifest", str(error), str(error))
+    return Report.build([finding], ["file integrity"], subject or path)
+
+
 def _short(value: Any, limit: int = 160) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,16 +23,8 @@ from faithful_restore._bundle import (
     verified_copy,
 )
 from faithful_restore._compare import compare, skew_findings
-from faithful_restore._findings import Cause, Finding, Report
+from faithful_restore._findings import Cause, Finding, Report, integrity_report
 from faithful_restore.errors import BundleError, IntegrityError, RoundtripError
-
-
-def _integrity_report(path: str, error: IntegrityError) -> Report:
-    return Report.build(
-        [Finding(Cause.INTEGRITY, "error", path, "files matching the manifest", str(error), str(error))],
-        ["file integrity"],
-        path,
-    )
 
 
 def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
@@ -171,7 +163,7 @@ def verify_bundle(
         try:
             manifest = read_manifest(view, label=root)
         except IntegrityError as e:
-            return _integrity_report(root, e)
+            return integrity_report(root, e)
         findings: list[Finding] = []
         try:
             with verified_copy(view, manifest, label=root, verbose=verbose) as files_root:
@@ -225,7 +217,7 @@ def verify_bundle(
                         )
                     )
         except IntegrityError as e:
-            return _integrity_report(root, e)
+            return integrity_report(root, e)
         return Report.build(findings, checks, root)
 
 
