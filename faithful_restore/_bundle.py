@@ -22,8 +22,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from faithful_restore._manifest import (
 )
 from faithful_restore.errors import (
     BundleError,
+    FaithfulRestoreError,
     InputCheckError,
     IntegrityError,
     PreprocessingWarning,
@@ -485,19 +487,36 @@ def read_manifest(root: str, label: str | None = None) -> Manifest:
 
 
 def verify_files(
-    root: str, manifest: Manifest, copy_to: str | None = None, label: str | None = None, verbose: bool | str = False
+    root: str,
+    manifest: Manifest,
+    copy_to: str | None = None,
+    label: str | None = None,
+    verbose: bool | str = False,
+    only: Collection[str] | None = None,
+    listing: bool = True,
 ) -> None:
     """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
 
     With ``copy_to`` (a local directory), every file is also copied there in the same pass.
-    ``label`` names the bundle in messages when ``root`` is a snapshot of it.
+    ``label`` names the bundle in messages when ``root`` is a snapshot of it. ``only`` limits the
+    hashing to some files; ``listing=False`` skips the missing/extra-file check.
 
     Raises:
         IntegrityError: naming the first missing, extra, resized, modified or linked file.
     """
     shown = label or root
-    present = set(_fileio.list_files(root)) - {MANIFEST, DIGEST}
     listed = manifest.file_map
+    if listing:
+        _check_listing(root, listed, shown)
+    if only is not None:
+        listed = {rel: entry for rel, entry in listed.items() if rel in set(only)}
+    progress = _progress.Bytes(f"faithful_restore: checking {shown}", sum(e.size for e in listed.values()), verbose)
+    _hash_files(root, listed, shown, copy_to, progress)
+
+
+def _check_listing(root: str, listed: dict[str, FileEntry], shown: str) -> None:
+    """The directory holds exactly the listed files (sizes and types are checked when hashing)."""
+    present = set(_fileio.list_files(root)) - {MANIFEST, DIGEST}
     missing = sorted(set(listed) - present)
     if missing:
         raise IntegrityError(
@@ -511,7 +530,11 @@ def verify_files(
             f"{extra[0]!r} in {shown!r} is not listed in the manifest; a bundle holds only the "
             "files it lists. Remove it or restore the bundle from a good copy."
         )
-    progress = _progress.Bytes(f"faithful_restore: checking {shown}", sum(e.size for e in listed.values()), verbose)
+
+
+def _hash_files(
+    root: str, listed: dict[str, FileEntry], shown: str, copy_to: str | None, progress: _progress.Bytes
+) -> None:
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
         if _fileio.is_local(root):
@@ -550,7 +573,19 @@ def check_environment(manifest: Manifest, on_version_skew: str) -> list[tuple[st
     return diffs
 
 
-def _load_model(root: str, manifest: Manifest, custom_objects: Any, safe_mode: bool) -> tuple[Any, dict[str, Any]]:
+def _load_model(
+    root: str,
+    manifest: Manifest,
+    custom_objects: Any,
+    safe_mode: bool,
+    weights_verified: Callable[[], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuilds the Keras model from verified files.
+
+    With ``weights_verified`` (a wait for the weight files' hashes, running meanwhile), the model
+    is built from its verified config first and the weights are parsed only after the wait
+    returns, so the hashing overlaps Keras' layer construction and nothing unverified is parsed.
+    """
     import keras
 
     raw = _fileio.read_bytes(os.path.join(root, *MODEL_CONFIG.split("/")), _MAX_CONFIG_BYTES)
@@ -559,16 +594,24 @@ def _load_model(root: str, manifest: Manifest, custom_objects: Any, safe_mode: b
     except (ValueError, RecursionError) as e:
         raise BundleError(f"{MODEL_CONFIG} is not valid JSON ({e}); the bundle is damaged.") from e
     _safety.scan(config, safe_mode=safe_mode, custom_objects=custom_objects, where=MODEL_CONFIG)
-    for rel in (MODEL_WEIGHTS, OPTIMIZER_FILE):
-        if rel in manifest.file_map:
-            _safety.scan_h5(os.path.join(root, *rel.split("/")), rel)
     try:
         with warnings.catch_warnings():
             # The optimizer in the weights file is restored by faithful_restore itself.
             warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-            model = keras.saving.load_model(
-                os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
-            )
+            if weights_verified is not None:
+                from keras.src.saving import saving_lib
+
+                model = saving_lib._model_from_config(raw.decode(), custom_objects, False, safe_mode)
+                weights_verified()
+                _scan_weight_files(root, manifest)
+                model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")))
+            else:
+                _scan_weight_files(root, manifest)
+                model = keras.saving.load_model(
+                    os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+                )
+    except FaithfulRestoreError:
+        raise
     except Exception as e:  # noqa: BLE001 - Keras raises many types; name the cause
         raise BundleError(
             f"Keras could not rebuild the model from {MODEL_DIR}/: {type(e).__name__}: "
@@ -576,6 +619,53 @@ def _load_model(root: str, manifest: Manifest, custom_objects: Any, safe_mode: b
             "code that registers them or pass custom_objects."
         ) from e
     return model, config
+
+
+def _scan_weight_files(root: str, manifest: Manifest) -> None:
+    for rel in (MODEL_WEIGHTS, OPTIMIZER_FILE):
+        if rel in manifest.file_map:
+            _safety.scan_h5(os.path.join(root, *rel.split("/")), rel)
+
+
+def _can_overlap(view: str, manifest: Manifest) -> bool:
+    """Whether the weights can be hashed while Keras builds the model (see _load_model).
+
+    Needs a local bundle, no Keras assets (the public load_weights does not read them) and
+    Keras' internal config loader; otherwise everything is hashed first.
+    """
+    if not _fileio.is_local(view) or any(rel.startswith(f"{MODEL_DIR}/assets/") for rel in manifest.file_map):
+        return False
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        return False
+    return callable(getattr(saving_lib, "_model_from_config", None))
+
+
+@contextlib.contextmanager
+def _background_hashing(view: str, manifest: Manifest, label: str, verbose: bool | str) -> Iterator[Callable[[], None]]:
+    """Hashes every file but the config on a thread; yields the wait that raises its failure."""
+    outcome: dict[str, BaseException] = {}
+    others = [rel for rel in manifest.file_map if rel != MODEL_CONFIG]
+
+    def work() -> None:
+        try:
+            verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=work, name="faithful_restore-hash", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+
+    try:
+        yield wait
+    finally:
+        thread.join()  # never leave a reader behind while the snapshot is removed
 
 
 def _restore_optimizer(
@@ -742,20 +832,40 @@ def _load_verified(
     trackables: dict[str, Any],
     verbose: bool | str,
 ) -> Bundle:
-    with verified_copy(view, manifest, label=root, verbose=verbose) as files_root:
-        diffs = check_environment(manifest, on_version_skew)
-        bundle = restore(root, files_root, manifest, custom_objects, compile, safe_mode, trackables)
-        if verify and manifest.probe is not None:
-            problems = _probe.check(
-                bundle.model, manifest.probe, read_probe(files_root, manifest), same_environment=not diffs
+    if _can_overlap(view, manifest):
+        # The listing and the config are verified first; the rest is hashed while Keras builds.
+        verify_files(view, manifest, label=root, verbose=False, only=[MODEL_CONFIG])
+        with _background_hashing(view, manifest, root, verbose) as weights_verified:
+            try:
+                diffs = check_environment(manifest, on_version_skew)
+                bundle = restore(root, view, manifest, custom_objects, compile, safe_mode, trackables, weights_verified)
+            except FaithfulRestoreError:
+                weights_verified()  # a damaged file explains any failure after it: report that first
+                raise
+        files_root = view
+    else:
+        with verified_copy(view, manifest, label=root, verbose=verbose) as files_root:
+            diffs = check_environment(manifest, on_version_skew)
+            bundle = restore(root, files_root, manifest, custom_objects, compile, safe_mode, trackables)
+            return _checked_probe(root, files_root, manifest, bundle, diffs, verify)
+    return _checked_probe(root, files_root, manifest, bundle, diffs, verify)
+
+
+def _checked_probe(
+    root: str, files_root: str, manifest: Manifest, bundle: Bundle, diffs: list[Any], verify: bool
+) -> Bundle:
+    """Re-runs the stored probe (with ``verify``); raises RoundtripError when outputs moved."""
+    if verify and manifest.probe is not None:
+        problems = _probe.check(
+            bundle.model, manifest.probe, read_probe(files_root, manifest), same_environment=not diffs
+        )
+        if problems:
+            raise RoundtripError(
+                f"the model restored from {root!r} does not compute what the saved model "
+                f"computed on the stored probe: {'; '.join(problems)}. "
+                + ("The environment differs (" + _environment.describe(diffs) + "); " if diffs else "")
+                + "run faithful_restore.verify_bundle for a diagnosis."
             )
-            if problems:
-                raise RoundtripError(
-                    f"the model restored from {root!r} does not compute what the saved model "
-                    f"computed on the stored probe: {'; '.join(problems)}. "
-                    + ("The environment differs (" + _environment.describe(diffs) + "); " if diffs else "")
-                    + "run faithful_restore.verify_bundle for a diagnosis."
-                )
     return bundle
 
 
@@ -808,9 +918,13 @@ def restore(
     compile: bool,
     safe_mode: bool,
     trackables: dict[str, Any],
+    weights_verified: Callable[[], None] | None = None,
 ) -> Bundle:
-    """Rebuilds the model, optimizer, random and caller state from verified local files."""
-    model, config = _load_model(files_root, manifest, custom_objects, safe_mode)
+    """Rebuilds the model, optimizer, random and caller state from verified local files.
+
+    ``weights_verified``: see :func:`_load_model`.
+    """
+    model, config = _load_model(files_root, manifest, custom_objects, safe_mode, weights_verified)
     optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
     _random_state.restore(model, manifest.random_state)
     _restore_state(files_root, manifest, trackables)

@@ -157,6 +157,22 @@ def verify_bundle(
             content, a model Keras cannot rebuild).
     """
     root = _fileio.as_path(path)
+    # A writer may remove the old bundle while its snapshot is being linked: start again then.
+    for _attempt in range(_MAX_ATTEMPTS):
+        try:
+            return _verify_once(root, custom_objects, safe_mode, verbose)
+        except FileNotFoundError:
+            continue
+    raise BundleError(
+        f"the bundle at {root!r} was replaced {_MAX_ATTEMPTS} times while it was being verified; retry when no "
+        "writer is saving to it."
+    )
+
+
+_MAX_ATTEMPTS = 5
+
+
+def _verify_once(root: str, custom_objects: Any, safe_mode: bool, verbose: bool | str) -> Report:
     checks = ["file integrity"]
     # A pinned snapshot: a writer replacing the bundle meanwhile cannot produce a false finding.
     with consistent_view(root) as view:
