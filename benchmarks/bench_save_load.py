@@ -654,18 +654,7 @@ TARGETS = [
     ),
 ]
 
-LINEAR_OPS = (
-    "save_bundle",
-    "load_bundle",
-    "assert_roundtrip",
-    "assert_roundtrip_nostep",
-    "keras_save",
-    "keras_load",
-    "ckpt_write",
-    "ckpt_read",
-    "raw_write",
-    "raw_read",
-)
+LINEAR_OPS = OPS  # every measured operation is checked for linear scaling
 
 
 def linearity(sizes: list[dict]) -> dict:
