@@ -30,6 +30,7 @@ from typing import Any
 
 from faithful_restore import (
     _architecture,
+    _deferred_init,
     _distribution,
     _environment,
     _fileio,
@@ -578,9 +579,10 @@ def _load_model(
     manifest: Manifest,
     custom_objects: Any,
     safe_mode: bool,
+    compile: bool,
     weights_verified: Callable[[], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuilds the Keras model from verified files.
+    """Rebuilds the Keras model from verified files, compiled as saved when ``compile``.
 
     With ``weights_verified`` (a wait for the weight files' hashes, running meanwhile), the model
     is built from its verified config first and the weights are parsed only after the wait
@@ -602,9 +604,13 @@ def _load_model(
                 from keras.src.saving import saving_lib
 
                 model = saving_lib._model_from_config(raw.decode(), custom_objects, False, safe_mode)
+                # Compiling builds the optimizer's slot variables; do it while the hashing runs.
+                optimizer = _compile(model, config, compile, custom_objects)
                 weights_verified()
                 _scan_weight_files(root, manifest)
-                model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")))
+                # The optimizer's saved state is restored and checked by _restore_optimizer.
+                skip = {"objects_to_skip": [optimizer]} if optimizer is not None else {}
+                model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")), **skip)
             else:
                 _scan_weight_files(root, manifest)
                 model = keras.saving.load_model(
@@ -618,7 +624,28 @@ def _load_model(
             f"{str(e).splitlines()[0] if str(e) else ''}. If it uses custom classes, import the "
             "code that registers them or pass custom_objects."
         ) from e
+    if weights_verified is None:
+        _compile(model, config, compile, custom_objects)
     return model, config
+
+
+def _compile(model: Any, config: dict[str, Any], compile: bool, custom_objects: Any) -> Any:
+    """Compiles the model as saved (with ``compile``); returns its optimizer, or None."""
+    import keras
+
+    compile_config = config.get("compile_config")
+    if not (compile and compile_config):
+        return None
+    try:
+        with keras.saving.custom_object_scope(custom_objects or {}):
+            model.compile_from_config(compile_config)
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(
+            f"cannot compile the restored model from its saved compile config: "
+            f"{type(e).__name__}: {e}. Pass custom_objects for custom losses/metrics, or "
+            "load with compile=False."
+        ) from e
+    return getattr(model, "optimizer", None)
 
 
 def _scan_weight_files(root: str, manifest: Manifest) -> None:
@@ -671,19 +698,7 @@ def _background_hashing(view: str, manifest: Manifest, label: str, verbose: bool
 def _restore_optimizer(
     model: Any, manifest: Manifest, config: dict[str, Any], root: str, compile: bool, custom_objects: Any
 ) -> Any:
-    import keras
-
-    compile_config = config.get("compile_config")
-    if compile and compile_config:
-        try:
-            with keras.saving.custom_object_scope(custom_objects or {}):
-                model.compile_from_config(compile_config)
-        except Exception as e:  # noqa: BLE001
-            raise BundleError(
-                f"cannot compile the restored model from its saved compile config: "
-                f"{type(e).__name__}: {e}. Pass custom_objects for custom losses/metrics, or "
-                "load with compile=False."
-            ) from e
+    compile_config = config.get("compile_config")  # the model was compiled by _load_model
     record = manifest.optimizer
     if record is None:
         return None
@@ -924,9 +939,11 @@ def restore(
 
     ``weights_verified``: see :func:`_load_model`.
     """
-    model, config = _load_model(files_root, manifest, custom_objects, safe_mode, weights_verified)
-    optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
-    _random_state.restore(model, manifest.random_state)
-    _restore_state(files_root, manifest, trackables)
+    # Every variable the bundle holds is assigned below, so Keras' initializers are skipped.
+    with _deferred_init.deferred():
+        model, config = _load_model(files_root, manifest, custom_objects, safe_mode, compile, weights_verified)
+        optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
+        _random_state.restore(model, manifest.random_state)
+        _restore_state(files_root, manifest, trackables)
     preprocessing = _preprocessing.decode_user(manifest.preprocessing["user"], _reader(files_root, manifest))
     return Bundle(model, optimizer, manifest, dict(trackables), preprocessing, root)

@@ -75,12 +75,35 @@ def run(model: Any, inputs: Any, keep_random_state: bool = True) -> list[np.ndar
     return [_to_numpy(o) for o in tf.nest.flatten(outputs)]
 
 
+_SLICE = 1 << 20
+
+
+def same_bytes(a: Any, b: Any) -> bool:
+    """Whether two arrays (or tensors, variables) have the same shape, dtype and bytes.
+
+    Compares integer views slice by slice: no float64 temporaries and no ``tobytes`` copies,
+    which matters for the gigabytes of weights and optimizer slots a round trip compares.
+    """
+    x, y = np.asarray(a), np.asarray(b)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return False
+    if x.dtype.hasobject:
+        return bool(np.array_equal(x, y))
+    x, y = np.ascontiguousarray(x).reshape(-1).view(np.uint8), np.ascontiguousarray(y).reshape(-1).view(np.uint8)
+    if x.size % 8 == 0:
+        x, y = x.view(np.uint64), y.view(np.uint64)
+    # In slices, so the boolean temporary stays small and a difference ends the scan early.
+    return all(np.array_equal(x[i : i + _SLICE], y[i : i + _SLICE]) for i in range(0, x.size, _SLICE))
+
+
 def max_differences(a: list[np.ndarray], b: list[np.ndarray]) -> list[tuple[float, float]]:
     """Per output: (max abs diff, max diff relative to the largest magnitude); inf for a mismatch."""
     out = []
     for x, y in zip(a, b):
         if x.shape != y.shape or x.dtype.kind != y.dtype.kind:
             out.append((float("inf"), float("inf")))
+        elif same_bytes(x, y):
+            out.append((0.0, 0.0))  # the common case, decided without float64 copies
         elif x.dtype.kind in "fc":
             x64, y64 = x.astype(np.float64), y.astype(np.float64)
             nan_mismatch = bool(np.any(np.isnan(x64) != np.isnan(y64)))

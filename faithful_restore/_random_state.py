@@ -30,6 +30,19 @@ def components(variable: Any) -> list[Any]:
     return [variable]
 
 
+def read(variable: Any) -> Any:
+    """The variable's current value as an immutable TensorFlow tensor.
+
+    A read shares the variable's buffer instead of copying it; TensorFlow copies on the next
+    in-place update (reads have value semantics), so snapshotting gigabytes of weights is free
+    and costs one copy only for variables that actually change.
+    """
+    import tensorflow as tf
+
+    inner = variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable)
+    return tf.identity(inner)
+
+
 def _stateful_rnn_states(model: Any) -> list[Any]:
     from faithful_restore._architecture import iter_layers
 
@@ -60,7 +73,7 @@ def preserved(model: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def restoring(variables: list[Any]) -> Iterator[None]:
     """Puts ``variables`` back to their current values on exit (every replica of each)."""
-    saved = [[np.array(c, copy=True) for c in components(v)] for v in variables]
+    saved = [[read(c) for c in components(v)] for v in variables]
     try:
         yield
     finally:

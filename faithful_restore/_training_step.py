@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore._random_state import components, restoring
+from faithful_restore import _deferred_init
+from faithful_restore._random_state import components, read, restoring
 
 
 def is_distributed(model: Any) -> bool:
@@ -84,7 +85,11 @@ def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
     copy = optimizer.__class__.from_config(optimizer.get_config())
     built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
     targets = list(built_on) if built_on else list(model.trainable_variables)
-    copy.build(targets)
+    # Its slots are overwritten from the original before every step (_load_state).
+    with _deferred_init.deferred():
+        copy.build(targets)
+        if optimizer.built:
+            _load_state(optimizer, copy)
     if optimizer.built and len(optimizer.variables) != len(copy.variables):
         raise ValueError(f"optimizer copy has {len(copy.variables)} variables, the original {len(optimizer.variables)}")
     return copy, targets
@@ -93,29 +98,37 @@ def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
 def _load_state(optimizer: Any, copy: Any) -> None:
     for s, d in zip(optimizer.variables, copy.variables):
         if tuple(s.shape) == tuple(d.shape):
-            d.assign(np.asarray(s))
+            d.assign(read(s))  # tensor to variable: one copy, no NumPy round trip
 
 
 def next_steps(
-    model: Any, optimizer: Any, x: Any, y: Any, loss: Callable[..., Any], times: int = 1
+    model: Any, optimizer: Any, x: Any, y: Any, loss: Callable[..., Any], times: int = 1, in_place: bool = False
 ) -> list[list[np.ndarray]]:
     """Runs one training step ``times`` times, each from the same snapshot of ``model``.
 
     The step uses one copy of the optimizer (built once, its state reloaded from ``optimizer``
     before every run); the model is put back after each run. Returns the updated trainable
-    weights of every run (several runs measure the step's noise floor).
+    weights of every run (several runs measure the step's noise floor). With ``in_place`` (a
+    model and optimizer about to be discarded; one run) the step changes them directly.
     """
     import tensorflow as tf
 
-    step_opt, targets = _step_optimizer(optimizer, model)
+    if in_place:
+        if times != 1:
+            raise ValueError("an in-place step runs once")
+        built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+        step_opt, targets = optimizer, list(built_on) if built_on else list(model.trainable_variables)
+    else:
+        step_opt, targets = _step_optimizer(optimizer, model)
     results = []
-    for _ in range(times):
-        with preserved(model):
-            _load_state(optimizer, step_opt)
+    for run in range(times):
+        with contextlib.nullcontext() if in_place else preserved(model):
+            if not in_place and (run or not optimizer.built):  # _step_optimizer loaded the first run's
+                _load_state(optimizer, step_opt)
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
                 value = loss(x, y, y_pred)
             grads = tape.gradient(value, targets)
             step_opt.apply_gradients([(g, v) for g, v in zip(grads, targets) if g is not None])
-            results.append([np.array(v, copy=True) for v in model.trainable_variables])
-    return results
+            results.append([read(v) for v in model.trainable_variables])
+    return [[np.asarray(t) for t in run] for run in results]
