@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -371,15 +370,16 @@ def _write(
                 raise BundleError(f"cannot save state {sorted(trackables)}: {type(e).__name__}: {e}") from e
         for rel, data in files.items():
             _fileio.write_bytes_local(os.path.join(stage, *rel.split("/")), data)
-        _fileio.fsync_tree(stage)
         entries = []
         staged = [(rel, os.path.join(stage, *rel.split("/"))) for rel in _fileio.list_files(stage)]
         progress = _progress.Bytes(
             f"faithful_restore: hashing {target}", sum(os.path.getsize(p) for _, p in staged), verbose
         )
-        for rel, full in staged:
-            size, sha = _fileio.hash_file(full, progress.add)
-            entries.append(FileEntry(rel, size, sha))
+        # Flushing to disk waits on the device and hashing on the CPU: do both at once.
+        with _fileio.in_background(lambda: _fileio.fsync_tree(stage), "fsync"):
+            for rel, full in staged:
+                size, sha = _fileio.hash_file(full, progress.add)
+                entries.append(FileEntry(rel, size, sha))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -669,30 +669,17 @@ def _can_overlap(view: str, manifest: Manifest) -> bool:
     return callable(getattr(saving_lib, "_model_from_config", None))
 
 
-@contextlib.contextmanager
-def _background_hashing(view: str, manifest: Manifest, label: str, verbose: bool | str) -> Iterator[Callable[[], None]]:
-    """Hashes every file but the config on a thread; yields the wait that raises its failure."""
-    outcome: dict[str, BaseException] = {}
+def _background_hashing(
+    view: str, manifest: Manifest, label: str, verbose: bool | str
+) -> contextlib.AbstractContextManager[Callable[[], None]]:
+    """Hashes every file but the config on a thread; yields the wait that raises its failure.
+
+    The thread never outlives the block, so no reader is left behind while the snapshot is removed.
+    """
     others = [rel for rel in manifest.file_map if rel != MODEL_CONFIG]
-
-    def work() -> None:
-        try:
-            verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
-            outcome["error"] = e
-
-    thread = threading.Thread(target=work, name="faithful_restore-hash", daemon=True)
-    thread.start()
-
-    def wait() -> None:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-
-    try:
-        yield wait
-    finally:
-        thread.join()  # never leave a reader behind while the snapshot is removed
+    return _fileio.in_background(
+        lambda: verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False), "hash"
+    )
 
 
 def _restore_optimizer(

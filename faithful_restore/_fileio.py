@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -192,6 +193,36 @@ def write_bytes_local(path: str, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def in_background(work: Callable[[], object], name: str) -> Iterator[Callable[[], None]]:
+    """Runs ``work()`` on a thread during the block.
+
+    Yields ``wait``, which joins the thread and raises its error; the block's end waits too (the
+    thread never outlives the block) and raises the error when the block itself did not raise.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name=f"faithful_restore-{name}", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    try:
+        yield wait
+    finally:
+        thread.join()
+    wait()
 
 
 def fsync_tree(root: str) -> None:

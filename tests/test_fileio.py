@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 
 import pytest
 
@@ -87,3 +89,32 @@ def test_progress_is_shown_only_when_asked_or_on_a_terminal(tmp_path, capsys):
     fr.load_bundle(str(tmp_path / "c"))
     quiet = capsys.readouterr()
     assert quiet.out == "" and "hashing" not in quiet.err
+
+
+def test_in_background_waits_and_raises_the_threads_error():
+    done = threading.Event()
+
+    def slow_failure():
+        done.wait(5)
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        with _fileio.in_background(slow_failure, "t"):
+            done.set()  # the error surfaces at the end of the block, after the thread finished
+    ran: list[int] = []
+    with _fileio.in_background(lambda: ran.append(1), "t") as wait:
+        wait()
+        assert ran == [1]
+
+
+def test_in_background_never_outlives_a_failing_block():
+    finished = threading.Event()
+
+    def work():
+        time.sleep(0.2)
+        finished.set()
+
+    with pytest.raises(ValueError):
+        with _fileio.in_background(work, "t"):
+            raise ValueError("caller failed")
+    assert finished.is_set()  # joined before the caller's error propagated
