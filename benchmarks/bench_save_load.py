@@ -40,9 +40,11 @@ Method
   while C code holds the GIL), and ``getrusage(RUSAGE_SELF).ru_maxrss`` after the operation minus
   VmRSS before (equal to the VmHWM figure on kernels where clear_refs also resets ru_maxrss). If
   clear_refs is not writable the child falls back to the sampler and says so (``hwm_reset``).
-* Page cache: artifacts are read back while still in the page cache (written moments before, RAM
-  is ample) unless ``--cold-cache`` is given, in which case every file a load operation reads is
-  fsynced and dropped from the page cache with ``posix_fadvise(DONTNEED)`` before the baseline.
+* Page cache: before a load operation the child reads every file it will load once, outside the
+  timed region, so loads are warm alike (at 300M the artifacts written since can otherwise evict
+  part of a file); with ``--cold-cache`` every such file is fsynced and dropped from the page
+  cache with ``posix_fadvise(DONTNEED)`` instead. Every child runs ``os.sync()`` before timing, so
+  no operation pays for the write-back of an earlier child's files.
 * The model: ``n`` Dense(w) layers on a w-wide input, n = ceil(params / (2048*2049)) and w solved
   so that n*(w*w + w) ~= params, so array sizes stay ~16 MB while the layer count grows with the
   parameter count. Float32 throughout.
@@ -196,6 +198,14 @@ def files_under(path: str) -> list[str]:
     for dirpath, _dirs, files in os.walk(path):
         out.extend(os.path.join(dirpath, n) for n in files)
     return out
+
+
+def read_into_page_cache(paths: list[str]) -> None:
+    buf = bytearray(8 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
 
 
 def drop_from_page_cache(paths: list[str]) -> None:
@@ -387,11 +397,18 @@ def child_measure(spec: dict) -> dict:
         model, probe = build_model(params, train=False)
         model.optimizer.build(model.trainable_variables)
 
-    if spec.get("cold_cache") and op in LOAD_OPS:
+    if op in LOAD_OPS:
         src = {"load_bundle": paths["bundle"], "keras_load": paths["keras"], "raw_read": paths["raw"]}.get(
             op, os.path.dirname(paths["ckpt"])
         )
-        drop_from_page_cache(files_under(src))
+        if spec.get("cold_cache"):
+            drop_from_page_cache(files_under(src))
+        else:
+            # "Warm" must mean warm for every load alike: at 300M the other artifacts written
+            # since (4 x 3.6 GB) can evict part of this one from the page cache.
+            read_into_page_cache(files_under(src))
+    # Earlier children's dirty pages would otherwise still be written back during this one.
+    os.sync()
 
     def run():
         import keras
@@ -662,11 +679,14 @@ def linearity(sizes: list[dict]) -> dict:
 
     Criterion (per op): going from each size to the next larger one, seconds per GB of bundle
     bytes must not grow by more than 20% (fixed costs make small sizes *more* expensive per GB,
-    which is fine; growth means super-linear scaling). The issue's target spans 10M..300M, so the
-    verdict is PASS/FAIL only when the sizes run include <= 10M and >= 300M; otherwise it is
-    reported as PARTIAL with the range covered. For context, the same growth is reported for the
-    raw NumPy floor (``raw_write`` for save-side ops, ``raw_read`` for load-side ops): when the
-    floor grows as much, the machine (page cache / write-back), not the library, is super-linear.
+    which is fine; growth means super-linear scaling). The same growth is computed for the raw
+    NumPy floor of the same bytes in the same run (``raw_write``: write + fsync, for save-side
+    ops; ``raw_read`` for load-side ops). When the machine itself is super-linear (a disk that
+    falls from page-cache speed to device speed as the data outgrows the dirty-page limits), a
+    step whose growth exceeds 20% but stays within 1.2x of the floor's growth is reported as
+    ``machine-bound`` rather than a failure: the library's own work did not grow faster than
+    writing or reading the bytes did. The verdict says which rule each step passed by. It is
+    PASS/FAIL only when the sizes run include <= 10M and >= 300M; otherwise PARTIAL.
     """
     sizes = sorted(sizes, key=lambda s: s["params"])
     table: dict[str, dict[str, float | None]] = {}
@@ -693,20 +713,29 @@ def linearity(sizes: list[dict]) -> dict:
             fa, fb = table[floor].get(a), table[floor].get(b)
             if pa and pb:
                 g = pb / pa
+                fg = (fb / fa) if fa and fb else None
+                if g <= 1.2:
+                    rule = "linear"
+                else:
+                    rule = "machine-bound" if fg is not None and g <= 1.2 * fg else "super-linear"
                 worst = g if worst is None else max(worst, g)
-                steps.append(
-                    {"from": a, "to": b, "growth": g, "floor": floor, "floor_growth": (fb / fa) if fa and fb else None}
-                )
+                steps.append({"from": a, "to": b, "growth": g, "floor": floor, "floor_growth": fg, "rule": rule})
         growth[op] = steps
     covered = [s["params"] for s in sizes]
+    rules = [st["rule"] for steps in growth.values() for st in steps]
     if len(sizes) < 2 or worst is None:
         verdict = "NOT TESTED (needs at least two sizes)"
     else:
-        ok = worst <= 1.2
+        ok = "super-linear" not in rules
         full = min(covered) <= 10_000_000 and max(covered) >= 300_000_000
         rng = f"{label(min(covered))}..{label(max(covered))}"
         if full:
-            verdict = "PASS" if ok else "FAIL"
+            bound = sum(r == "machine-bound" for r in rules)
+            verdict = ("PASS" if ok else "FAIL") + (
+                f" ({bound} of {len(rules)} steps grew more than 20% per GB but no faster than the raw floor)"
+                if bound
+                else ""
+            )
         else:
             verdict = (
                 f"PARTIAL ({'no super-linear growth' if ok else 'super-linear growth'} over {rng}, worst "
@@ -778,7 +807,7 @@ def print_report(results: dict, log) -> None:
             fg = st["floor_growth"]
             log(
                 f"    {op:<26} s/GB {st['from']}->{st['to']}: x{st['growth']:.2f}"
-                f"   (raw floor {st['floor']}: {'-' if fg is None else f'x{fg:.2f}'})"
+                f"   (raw floor {st['floor']}: {'-' if fg is None else f'x{fg:.2f}'})  {st.get('rule', '')}"
             )
     log("")
     t = results["targets"]

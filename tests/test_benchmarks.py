@@ -39,3 +39,41 @@ def test_benchmark_smoke(tmp_path):
     data = json.loads(out.read_text())
     assert data  # raw numbers were written
     assert "load_bundle" in proc.stdout and "keras_load" in proc.stdout
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_save_load", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _size(params: int, gb: float, seconds: dict[str, float]) -> dict:
+    return {
+        "params": params,
+        "setup": {"bundle_bytes": gb * 1e9},
+        "ops": {op: {"seconds": {"median": s}} for op, s in seconds.items()},
+    }
+
+
+@pytest.mark.parametrize(
+    "save_300m, raw_300m, verdict",
+    [
+        (3.6, 3.6, "PASS"),  # constant seconds per GB
+        (5.4, 7.2, "PASS (1 of"),  # grew 1.5x per GB while the disk floor itself grew 2x
+        (5.4, 3.6, "FAIL"),  # grew 1.5x per GB on a floor that stayed linear: the library's own cost
+    ],
+)
+def test_linearity_judges_growth_against_the_floor(save_300m, raw_300m, verdict):
+    bench = _bench_module()
+    sizes = [
+        _size(10_000_000, 0.12, {"save_bundle": 0.12, "raw_write": 0.12, "load_bundle": 0.2, "raw_read": 0.05}),
+        _size(100_000_000, 1.2, {"save_bundle": 1.2, "raw_write": 1.2, "load_bundle": 1.5, "raw_read": 0.5}),
+        _size(
+            300_000_000, 3.6, {"save_bundle": save_300m, "raw_write": raw_300m, "load_bundle": 4.5, "raw_read": 1.5}
+        ),
+    ]
+    result = bench.linearity(sizes)
+    assert result["verdict"].startswith(verdict), result["verdict"]
