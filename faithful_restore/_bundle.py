@@ -356,9 +356,11 @@ def _write(
     import tensorflow as tf
 
     stage = _fileio.local_stage_dir(target)
+    durable = _fileio.durable()
     try:
         try:
-            model.save(os.path.join(stage, MODEL_DIR), zipped=False)
+            with _fileio.early_writeback(stage) if durable else contextlib.nullcontext():
+                model.save(os.path.join(stage, MODEL_DIR), zipped=False)
         except Exception as e:  # noqa: BLE001 - surface Keras' failure as ours, with the cause
             raise BundleError(f"Keras could not save model {model.name!r}: {type(e).__name__}: {e}") from e
         if source == "separate":
@@ -376,7 +378,8 @@ def _write(
             f"faithful_restore: hashing {target}", sum(os.path.getsize(p) for _, p in staged), verbose
         )
         # Flushing to disk waits on the device and hashing on the CPU: do both at once.
-        with _fileio.in_background(lambda: _fileio.fsync_tree(stage), "fsync"):
+        syncing = _fileio.in_background(lambda: _fileio.fsync_tree(stage), "fsync") if durable else None
+        with syncing or contextlib.nullcontext():
             for rel, full in staged:
                 size, sha = _fileio.hash_file(full, progress.add)
                 entries.append(FileEntry(rel, size, sha))

@@ -78,13 +78,22 @@ def run(model: Any, inputs: Any, keep_random_state: bool = True) -> list[np.ndar
 _SLICE = 1 << 20
 
 
+def _array(value: Any) -> np.ndarray:
+    if hasattr(value, "assign"):
+        # A variable's NumPy conversion copies it; a read tensor's array view is free.
+        from faithful_restore._random_state import read
+
+        value = read(value)
+    return np.asarray(value)
+
+
 def same_bytes(a: Any, b: Any) -> bool:
     """Whether two arrays (or tensors, variables) have the same shape, dtype and bytes.
 
     Compares integer views slice by slice: no float64 temporaries and no ``tobytes`` copies,
     which matters for the gigabytes of weights and optimizer slots a round trip compares.
     """
-    x, y = np.asarray(a), np.asarray(b)
+    x, y = _array(a), _array(b)
     if x.shape != y.shape or x.dtype != y.dtype:
         return False
     if x.dtype.hasobject:

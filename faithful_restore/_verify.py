@@ -309,7 +309,8 @@ def assert_roundtrip(
     fresh = {name: _fresh_like(obj) for name, obj in dict(state).items()}
     fresh = {name: obj for name, obj in fresh.items() if obj is not None}
     with _scratch_path(path) as target:
-        save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
+        with _fileio.scratch_writes():  # a temporary bundle: no fsync (see scratch_writes)
+            save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
         restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
         original = Bundle(
             model,

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from conftest import sequential_model
 
 import faithful_restore as fr
 from faithful_restore import _fileio
@@ -118,3 +119,42 @@ def test_in_background_never_outlives_a_failing_block():
         with _fileio.in_background(work, "t"):
             raise ValueError("caller failed")
     assert finished.is_set()  # joined before the caller's error propagated
+
+
+def test_scratch_writes_skip_fsync_only_inside_the_block(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    with _fileio.scratch_writes():
+        assert not _fileio.durable()
+        _fileio.write_bytes_local(str(tmp_path / "a"), b"scratch")
+    assert synced == []
+    assert _fileio.durable()
+    _fileio.write_bytes_local(str(tmp_path / "b"), b"kept")
+    assert len(synced) == 1
+    assert (tmp_path / "a").read_bytes() == b"scratch" and (tmp_path / "b").read_bytes() == b"kept"
+
+
+def test_assert_roundtrip_does_not_flush_its_scratch_bundle_but_save_bundle_does(tmp_path, monkeypatch):
+    trees: list[str] = []
+    real = _fileio.fsync_tree
+    monkeypatch.setattr(_fileio, "fsync_tree", lambda root: (trees.append(root), real(root))[1])
+    model = sequential_model()
+    fr.assert_roundtrip(model, path=tmp_path / "scratch", check_training_step=False)
+    assert trees == []
+    fr.save_bundle(model, tmp_path / "kept")
+    assert len(trees) == 1
+
+
+def test_early_writeback_leaves_files_intact_and_closes_what_it_opened(tmp_path):
+    fd_dir = "/proc/self/fd"
+    before = len(os.listdir(fd_dir)) if os.path.isdir(fd_dir) else None
+    data = os.urandom(1 << 20)
+    with _fileio.early_writeback(str(tmp_path), interval=0.001):
+        with open(tmp_path / "w.bin", "wb") as f:
+            for _ in range(8):
+                f.write(data)
+                time.sleep(0.005)
+    assert (tmp_path / "w.bin").read_bytes() == data * 8
+    if before is not None:
+        assert len(os.listdir(fd_dir)) == before

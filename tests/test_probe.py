@@ -44,3 +44,15 @@ def test_max_differences_reports_zero_for_identical_and_the_gap_otherwise():
     assert _probe.max_differences(a, b)[0][0] == 0.5
     c = [np.array([1.0, 2.0, 3.0], np.float32)]
     assert _probe.max_differences(a, c)[0][0] == float("inf")  # a NaN that appeared or vanished
+
+
+def test_same_bytes_reads_variables_without_changing_them():
+    import keras
+
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    variable = keras.Variable(value)
+    assert _probe.same_bytes(variable, value)
+    assert _probe.same_bytes(variable, keras.Variable(value.copy()))
+    variable.assign(value + 1)  # the comparison held no view that an update could change
+    assert not _probe.same_bytes(variable, value)
+    assert _probe.same_bytes(variable, value + 1)
