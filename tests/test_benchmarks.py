@@ -71,9 +71,7 @@ def test_linearity_judges_growth_against_the_floor(save_300m, raw_300m, verdict)
     sizes = [
         _size(10_000_000, 0.12, {"save_bundle": 0.12, "raw_write": 0.12, "load_bundle": 0.2, "raw_read": 0.05}),
         _size(100_000_000, 1.2, {"save_bundle": 1.2, "raw_write": 1.2, "load_bundle": 1.5, "raw_read": 0.5}),
-        _size(
-            300_000_000, 3.6, {"save_bundle": save_300m, "raw_write": raw_300m, "load_bundle": 4.5, "raw_read": 1.5}
-        ),
+        _size(300_000_000, 3.6, {"save_bundle": save_300m, "raw_write": raw_300m, "load_bundle": 4.5, "raw_read": 1.5}),
     ]
     result = bench.linearity(sizes)
     assert result["verdict"].startswith(verdict), result["verdict"]
