@@ -80,11 +80,16 @@ def targets_like(model: Any, outputs: Any, seed: int = 0) -> Any:
     return tf.nest.pack_sequence_as(outputs, out)
 
 
+def _step_targets(optimizer: Any, model: Any) -> list[Any]:
+    """The variables a step updates: those ``optimizer`` was built on, else every trainable one."""
+    built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+    return list(built_on) if built_on else list(model.trainable_variables)
+
+
 def _step_optimizer(optimizer: Any, model: Any) -> tuple[Any, list[Any]]:
     """A fresh optimizer of the same config, built on ``model`` like ``optimizer`` was."""
     copy = optimizer.__class__.from_config(optimizer.get_config())
-    built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
-    targets = list(built_on) if built_on else list(model.trainable_variables)
+    targets = _step_targets(optimizer, model)
     # Its slots are overwritten from the original before every step (_load_state).
     with _deferred_init.deferred():
         copy.build(targets)
@@ -116,8 +121,7 @@ def next_steps(
     if in_place:
         if times != 1:
             raise ValueError("an in-place step runs once")
-        built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
-        step_opt, targets = optimizer, list(built_on) if built_on else list(model.trainable_variables)
+        step_opt, targets = optimizer, _step_targets(optimizer, model)
     else:
         step_opt, targets = _step_optimizer(optimizer, model)
     results = []
