@@ -82,10 +82,6 @@ def _array_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return diff, (diff / scale if scale else diff)
 
 
-def _bitwise_equal(a: Any, b: Any) -> bool:
-    return _probe.same_bytes(a, b)
-
-
 def _layer_weights(layer: Any) -> list[Any]:
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
@@ -267,7 +263,7 @@ class _Comparison:
                 continue
             for a, b in zip(wo, wr):
                 compared += 1
-                if _bitwise_equal(a, b):
+                if _probe.same_bytes(a, b):
                     continue
                 absdiff, reldiff = _array_diff(np.asarray(a), np.asarray(b))
                 path = f"{po}/{a.name}"
@@ -333,7 +329,7 @@ class _Comparison:
         if ua and ub:
             for key in sorted(set(ua) | set(ub)):
                 a, b = ua.get(key), ub.get(key)
-                same = _bitwise_equal(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
+                same = _probe.same_bytes(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
                 if not same:
                     self.add(
                         Cause.PREPROCESSING,
@@ -354,7 +350,7 @@ class _Comparison:
         if len(so) != len(sr):
             return  # an architecture finding explains it
         for a, b in zip(so, sr):
-            if not _bitwise_equal(a, b):
+            if not _probe.same_bytes(a, b):
                 self.add(
                     Cause.TRAINING_STATE,
                     "error",
@@ -434,7 +430,7 @@ class _Comparison:
             return
         differing = []
         for a, b in zip(vo, vr):
-            if not _bitwise_equal(a, b):
+            if not _probe.same_bytes(a, b):
                 differing.append((a, b))
         for a, b in differing[:_MAX_VARIABLE_FINDINGS]:
             absdiff, _ = _array_diff(np.asarray(a), np.asarray(b))
@@ -485,7 +481,7 @@ class _Comparison:
                     f"training state {name!r} ({type(so[name]).__name__}) cannot be compared by value.",
                 )
                 continue
-            if len(va) != len(vb) or not all(_bitwise_equal(a, b) for a, b in zip(va, vb)):
+            if len(va) != len(vb) or not all(_probe.same_bytes(a, b) for a, b in zip(va, vb)):
                 self.add(
                     Cause.TRAINING_STATE,
                     "error",
@@ -663,7 +659,7 @@ class _Comparison:
             )
             # The step's noise floor (a second run of the original) only matters when they differ.
             second = first
-            if len(first) == len(found) and not all(map(_bitwise_equal, first, found)):
+            if len(first) == len(found) and not all(map(_probe.same_bytes, first, found)):
                 (second,) = _training_step.next_steps(model_o, self.o.optimizer, inputs, targets, loss)
         except Exception as e:  # noqa: BLE001 - report, do not crash the comparison
             self.add(
