@@ -7,6 +7,7 @@ next save removes leftover temporaries.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -93,22 +94,29 @@ def test_sigkill_many_rounds(tmp_path):
     assert {"a", "b"} <= set(seen)
 
 
-def test_readers_during_overwrites_see_old_or_new(tmp_path):
-    path = tmp_path / "bundle"
-    digests_path = tmp_path / "digests.json"
+@contextlib.contextmanager
+def _overwriting(path, digests_path):
+    """A child process overwriting the bundle at ``path`` in a loop, once it committed one."""
     proc = _start(path, digests_path, "loop")
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert proc.stdout.readline().startswith("saved")  # something is committed
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_readers_during_overwrites_see_old_or_new(tmp_path):
+    path = tmp_path / "bundle"
+    digests_path = tmp_path / "digests.json"
+    with _overwriting(path, digests_path):
         digests = json.loads(digests_path.read_text())
         kinds = []
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:
             kinds.append(_check_invariant(path, digests))
         assert len(kinds) >= 5 and "none" not in kinds
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.parametrize("overwrite", ["0", "1"])
@@ -132,15 +140,9 @@ def test_two_concurrent_writers(tmp_path, overwrite):
 def test_verify_bundle_during_overwrites_reports_no_false_finding(tmp_path):
     path = tmp_path / "bundle"
     digests_path = tmp_path / "digests.json"
-    proc = _start(path, digests_path, "loop")
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        assert proc.stdout.readline().startswith("saved")
+    with _overwriting(path, digests_path):
         deadline = time.monotonic() + 5
         reports = []
         while time.monotonic() < deadline:
             reports.append(fr.verify_bundle(str(path)))
         assert reports and all(r.ok for r in reports), [r.to_text() for r in reports if not r.ok][:1]
-    finally:
-        proc.kill()
-        proc.wait()
