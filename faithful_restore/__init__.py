@@ -6,7 +6,7 @@ from faithful_restore._environment import Environment
 from faithful_restore._findings import Cause, Finding, Report
 from faithful_restore._guard import Thresholds, check_inputs
 from faithful_restore._manager import BundleInfo, BundleManager
-from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest
+from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest, Segment
 from faithful_restore._signature import Signature, TensorRecord
 from faithful_restore._stats import PreprocessingStats
 from faithful_restore._verify import assert_roundtrip, verify_bundle
@@ -41,6 +41,7 @@ __all__ = [
     "PreprocessingWarning",
     "Report",
     "RoundtripError",
+    "Segment",
     "Signature",
     "TensorRecord",
     "Thresholds",

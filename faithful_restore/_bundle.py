@@ -33,6 +33,7 @@ from faithful_restore import (
     _distribution,
     _environment,
     _fileio,
+    _inline_hash,
     _optimizer,
     _preprocessing,
     _probe,
@@ -43,13 +44,13 @@ from faithful_restore import (
 )
 from faithful_restore._manifest import (
     DIGEST,
-    FORMAT_VERSION,
     MANIFEST,
     MAX_MANIFEST_BYTES,
     FileEntry,
     Manifest,
     digest,
     parse,
+    version_for,
 )
 from faithful_restore.errors import (
     BundleError,
@@ -358,13 +359,15 @@ def _write(
     stage = _fileio.local_stage_dir(target)
     durable = _fileio.durable()
     try:
-        try:
-            with _fileio.early_writeback(stage) if durable else contextlib.nullcontext():
-                model.save(os.path.join(stage, MODEL_DIR), zipped=False)
-        except Exception as e:  # noqa: BLE001 - surface Keras' failure as ours, with the cause
-            raise BundleError(f"Keras could not save model {model.name!r}: {type(e).__name__}: {e}") from e
-        if source == "separate":
-            _optimizer.write_h5(opt, os.path.join(stage, OPTIMIZER_FILE))
+        # Large weight arrays are hashed as Keras writes them, on an otherwise idle core.
+        with _inline_hash.recording(stage) as recorder:
+            try:
+                with _fileio.early_writeback(stage) if durable else contextlib.nullcontext():
+                    model.save(os.path.join(stage, MODEL_DIR), zipped=False)
+            except Exception as e:  # noqa: BLE001 - surface Keras' failure as ours, with the cause
+                raise BundleError(f"Keras could not save model {model.name!r}: {type(e).__name__}: {e}") from e
+            if source == "separate":
+                _optimizer.write_h5(opt, os.path.join(stage, OPTIMIZER_FILE))
         if trackables:
             try:
                 tf.train.Checkpoint(**trackables).write(os.path.join(stage, *STATE_PREFIX.split("/")))
@@ -381,10 +384,14 @@ def _write(
         syncing = _fileio.in_background(lambda: _fileio.fsync_tree(stage), "fsync") if durable else None
         with syncing or contextlib.nullcontext():
             for rel, full in staged:
-                size, sha = _fileio.hash_file(full, progress.add)
-                entries.append(FileEntry(rel, size, sha))
+                segments = recorder.segments(full, progress.add)
+                if segments:
+                    entries.append(FileEntry.segmented(rel, segments))
+                else:
+                    size, sha = _fileio.hash_file(full, progress.add)
+                    entries.append(FileEntry(rel, size, sha))
         manifest = Manifest(
-            format_version=FORMAT_VERSION,
+            format_version=version_for(entries),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             library_version=LIBRARY_VERSION,
             metadata=meta,
@@ -544,21 +551,38 @@ def _hash_files(
         if _fileio.is_local(root):
             if os.path.islink(full) or not os.path.isfile(full):
                 raise IntegrityError(f"{rel!r} in {shown!r} is a link or not a regular file; refusing it.")
-            size = os.path.getsize(full)
-            if size != entry.size:
-                raise IntegrityError(
-                    f"{rel!r} has {size} bytes, the manifest records {entry.size}: the file was "
-                    "truncated or modified. Restore the bundle from a good copy."
-                )
+            _check_size(rel, entry, os.path.getsize(full))  # before reading a file of the wrong size
         if copy_to is not None:
-            size, sha = _fileio.copy_hashing(full, os.path.join(copy_to, *rel.split("/")), progress.add)
+            size, digests = _fileio.copy_hashing(
+                full, os.path.join(copy_to, *rel.split("/")), progress.add, entry.bounds
+            )
         else:
-            size, sha = _fileio.hash_file(full, progress.add)
-        if size != entry.size or sha != entry.sha256:
+            size, digests = _fileio.hash_segments(full, entry.bounds, progress.add)
+        _check_digests(rel, entry, size, digests)
+
+
+def _check_size(rel: str, entry: FileEntry, size: int) -> None:
+    if size != entry.size:
+        raise IntegrityError(
+            f"{rel!r} has {size} bytes, the manifest records {entry.size}: the file was truncated or "
+            "modified. Restore the bundle from a good copy."
+        )
+
+
+def _check_digests(rel: str, entry: FileEntry, size: int, digests: list[str]) -> None:
+    """Raises IntegrityError naming the first byte range of ``rel`` that differs from the manifest."""
+    _check_size(rel, entry, size)
+    expected = [s.sha256 for s in entry.segments] or [entry.sha256]
+    for i, (found, recorded) in enumerate(zip(digests, expected)):
+        if found != recorded:
+            where = (
+                f"bytes {entry.segments[i].offset}..{entry.segments[i].offset + entry.segments[i].size} "
+                if entry.segments
+                else ""
+            )
             raise IntegrityError(
-                f"{rel!r} does not match the manifest (sha256 {sha[:16]}... vs recorded "
-                f"{entry.sha256[:16]}..., {size} vs {entry.size} bytes): the file was modified or "
-                "damaged. Restore the bundle from a good copy."
+                f"{rel!r} does not match the manifest ({where}sha256 {found[:16]}... vs recorded "
+                f"{recorded[:16]}...): the file was modified or damaged. Restore the bundle from a good copy."
             )
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from faithful_restore.errors import BundleError
 
@@ -145,26 +145,64 @@ def read_bytes(path: str, limit: int) -> bytes:
     return bytes(data)
 
 
+class _Digests:
+    """SHA-256 of consecutive byte ranges of a stream: a new digest starts at every bound."""
+
+    def __init__(self, bounds: Sequence[int] = ()) -> None:
+        self._bounds = list(bounds)
+        self._done: list[str] = []
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        while view:
+            if len(self._done) < len(self._bounds):
+                take = min(len(view), self._bounds[len(self._done)] - self.size)
+            else:
+                take = len(view)
+            self._digest.update(view[:take])
+            self.size += take
+            view = view[take:]
+            if len(self._done) < len(self._bounds) and self.size == self._bounds[len(self._done)]:
+                self._done.append(self._digest.hexdigest())
+                self._digest = hashlib.sha256()
+
+    def hexdigests(self) -> list[str]:
+        return [*self._done, self._digest.hexdigest()]
+
+
 def hash_file(path: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Returns (size, SHA-256 hex digest) of a file, reading it once in chunks."""
-    digest = hashlib.sha256()
-    size = 0
+    size, digests = hash_segments(path, (), progress)
+    return size, digests[0]
+
+
+def hash_segments(
+    path: str, bounds: Sequence[int], progress: Callable[[int], None] | None = None
+) -> tuple[int, list[str]]:
+    """Returns (size, SHA-256 hex digests) of a file cut at ``bounds`` (ascending offsets).
+
+    One digest per range: ``[0, bounds[0])``, ..., ``[bounds[-1], end)``; reads the file once.
+    A file shorter than a bound yields fewer digests (its size says why).
+    """
+    digests = _Digests(bounds)
     with open_read(path) as f:
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:
                 break
-            digest.update(chunk)
-            size += len(chunk)
+            digests.update(chunk)
             if progress is not None:
                 progress(len(chunk))
-    return size, digest.hexdigest()
+    return digests.size, digests.hexdigests()
 
 
-def copy_hashing(src: str, dst: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-    """Copies ``src`` to ``dst`` (either may be a URL), hashing in the same pass."""
-    digest = hashlib.sha256()
-    size = 0
+def copy_hashing(
+    src: str, dst: str, progress: Callable[[int], None] | None = None, bounds: Sequence[int] = ()
+) -> tuple[int, list[str]]:
+    """Copies ``src`` to ``dst`` (either may be a URL), hashing in the same pass (see hash_segments)."""
+    digests = _Digests(bounds)
     dst_parent = parent_and_name(dst)[0]
     if is_local(dst):
         os.makedirs(dst_parent, exist_ok=True)
@@ -177,15 +215,14 @@ def copy_hashing(src: str, dst: str, progress: Callable[[int], None] | None = No
             chunk = fin.read(_CHUNK)
             if not chunk:
                 break
-            digest.update(chunk)
-            size += len(chunk)
+            digests.update(chunk)
             fout.write(chunk)
             if progress is not None:
                 progress(len(chunk))
         if is_local(dst):
             fout.flush()
             os.fsync(fout.fileno())
-    return size, digest.hexdigest()
+    return digests.size, digests.hexdigests()
 
 
 _durable: contextvars.ContextVar[bool] = contextvars.ContextVar("faithful_restore_durable", default=True)

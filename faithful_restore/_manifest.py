@@ -7,6 +7,10 @@ in docs/bundle-format.md.
 - ``manifest.sha256`` beside it holds the SHA-256 hex digest of the manifest's exact bytes.
 - ``files`` lists every other file of the bundle with its size and SHA-256; a bundle holds no
   file that is not listed. Paths are relative, '/'-separated, without '..' or empty segments.
+  Since 2.0 a file may instead carry ``segments``: byte ranges that tile it, each with its own
+  SHA-256 (so weights can be hashed while Keras writes them); its ``sha256`` is then the digest
+  of the segment table (:func:`segment_table_digest`). A bundle is written with the lowest
+  version that can express it: 1.0 when no file is segmented.
 - The manifest is written last: a directory without it is not a bundle.
 """
 
@@ -23,7 +27,9 @@ from faithful_restore._environment import Environment
 from faithful_restore._signature import Signature
 from faithful_restore.errors import BundleError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
+# The version of bundles that hold no segmented file (readable by every 1.x reader).
+BASE_FORMAT_VERSION = "1.0"
 MANIFEST = "manifest.json"
 DIGEST = "manifest.sha256"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -34,27 +40,114 @@ _PROBE_KEYS = {"structure", "inputs", "outputs", "noise_floor", "tolerance"}
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A byte range of a file with the SHA-256 of its bytes."""
+
+    offset: int
+    size: int
+    sha256: str
+
+    def to_list(self) -> list[Any]:
+        return [self.offset, self.size, self.sha256]
+
+
+def segment_table_digest(segments: tuple[Segment, ...] | list[Segment]) -> str:
+    """The SHA-256 that stands for a segmented file: of its table, one "offset size sha256" line each."""
+    table = "".join(f"{s.offset} {s.size} {s.sha256}\n" for s in segments)
+    return hashlib.sha256(table.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class FileEntry:
-    """One file of a bundle."""
+    """One file of a bundle.
+
+    ``sha256`` is the SHA-256 of the file's bytes, or, when ``segments`` is not empty, of the
+    segment table (the segments tile the file in order and each holds its bytes' SHA-256).
+    """
 
     path: str
     size: int
     sha256: str
+    segments: tuple[Segment, ...] = ()
+
+    @classmethod
+    def segmented(cls, path: str, segments: tuple[Segment, ...]) -> FileEntry:
+        """The entry of a file hashed as ``segments`` (which tile it)."""
+        return cls(path, sum(s.size for s in segments), segment_table_digest(segments), segments)
+
+    @property
+    def bounds(self) -> list[int]:
+        """Where each segment but the last ends (for hashing the file segment by segment)."""
+        return [s.offset + s.size for s in self.segments[:-1]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
+        if self.segments:
+            out["segments"] = [s.to_list() for s in self.segments]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> FileEntry:
-        if not isinstance(data, dict) or set(data) != {"path", "size", "sha256"}:
-            raise BundleError(f"a manifest file entry must have exactly path, size, sha256; found {data!r}.")
+        keys = set(data) if isinstance(data, dict) else set()
+        if keys not in ({"path", "size", "sha256"}, {"path", "size", "sha256", "segments"}):
+            raise BundleError(
+                f"a manifest file entry must have exactly path, size, sha256 (and optionally segments); found {data!r}."
+            )
         check_relative_path(data["path"])
         size, digest = data["size"], data["sha256"]
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not _count(size):
             raise BundleError(f"file {data['path']!r}: size must be a non-negative integer, found {size!r}.")
         if not isinstance(digest, str) or not _SHA.match(digest):
             raise BundleError(f"file {data['path']!r}: sha256 must be 64 lowercase hex digits, found {digest!r}.")
-        return cls(data["path"], size, digest)
+        segments = _segments(data["path"], size, data["segments"]) if "segments" in data else ()
+        if segments and segment_table_digest(segments) != digest:
+            raise BundleError(
+                f"file {data['path']!r}: sha256 {digest[:16]}... is not the digest of its segment table "
+                f"({segment_table_digest(segments)[:16]}...); the manifest is damaged."
+            )
+        return cls(data["path"], size, digest, segments)
+
+
+def version_for(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:
+    """The lowest format version that can describe these files (older readers can read it)."""
+    return FORMAT_VERSION if any(f.segments for f in files) else BASE_FORMAT_VERSION
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _segments(path: str, size: int, raw: Any) -> tuple[Segment, ...]:
+    """Validates a segment table: non-empty ranges that tile ``[0, size)`` in order."""
+    if not isinstance(raw, list) or not raw:
+        raise BundleError(f"file {path!r}: segments must be a non-empty list, found {raw!r}.")
+    out = []
+    end = 0
+    for item in raw:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and _count(item[0])
+            and _count(item[1])
+            and item[1] > 0
+            and isinstance(item[2], str)
+            and _SHA.match(item[2])
+        ):
+            raise BundleError(
+                f"file {path!r}: segment {item!r} is not [offset, size > 0, sha256]; the manifest is damaged."
+            )
+        if item[0] != end:
+            raise BundleError(
+                f"file {path!r}: segment {item[:2]} starts at byte {item[0]}, the previous one ends at {end}; "
+                "segments must tile the file in order. The manifest is damaged."
+            )
+        end += item[1]
+        out.append(Segment(item[0], item[1], item[2]))
+    if end != size:
+        raise BundleError(
+            f"file {path!r}: its segments cover {end} bytes, the file has {size}; the manifest is damaged."
+        )
+    return tuple(out)
 
 
 def check_relative_path(path: Any) -> str:
@@ -214,6 +307,10 @@ class Manifest:
         files = tuple(FileEntry.from_dict(f) for f in files_raw)
         if len({f.path for f in files}) != len(files):
             raise BundleError("manifest 'files' lists a path twice; the manifest is damaged.")
+        if major < 2 and any(f.segments for f in files):
+            raise BundleError(
+                f"manifest format {version} cannot hold segmented files (they came with 2.0); the manifest is damaged."
+            )
         return cls(
             format_version=str(version),
             created=data["created"],

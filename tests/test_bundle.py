@@ -352,6 +352,29 @@ def test_every_weight_byte_position_is_covered(tmp_path):
     fr.load_bundle(str(path))
 
 
+def test_every_segment_of_a_segmented_file_is_checked(tmp_path):
+    """Large weights are hashed per segment (format 2.0): a flip in any segment names its bytes."""
+    model = keras.Sequential([keras.Input((600,)), keras.layers.Dense(600), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.train_on_batch(np.ones((4, 600), "float32"), np.ones((4, 1), "float32"))
+    path = tmp_path / "b"
+    entry = fr.save_bundle(model, str(path)).file_map["model/model.weights.h5"]
+    assert len(entry.segments) >= 4  # three large datasets and the metadata between them
+    target = path / entry.path
+    original = target.read_bytes()
+    for segment in entry.segments:
+        for pos in (segment.offset, segment.offset + segment.size - 1):
+            data = bytearray(original)
+            data[pos] ^= 0x01
+            target.write_bytes(bytes(data))
+            with pytest.raises(fr.IntegrityError, match=f"bytes {segment.offset}..{segment.offset + segment.size} "):
+                fr.load_bundle(str(path))
+            report = fr.verify_bundle(str(path))
+            assert not report.ok and f"bytes {segment.offset}.." in report.to_text()
+    target.write_bytes(original)
+    fr.load_bundle(str(path))
+
+
 def test_missing_and_extra_files_are_integrity_errors(tmp_path):
     path = tmp_path / "b"
     fr.save_bundle(sequential_model(), str(path))
@@ -455,19 +478,32 @@ def test_version_skew_modes(tmp_path):
         fr.load_bundle(path, on_version_skew="ignore")
 
 
+_MAJOR, _MINOR = (int(x) for x in fr.FORMAT_VERSION.split("."))
+
+
 def test_newer_format_major_is_refused(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(sequential_model(), path)
-    rewrite_manifest(path, lambda d: d.update(format_version="2.0"))
-    with pytest.raises(fr.BundleError, match="format version 2.0.*upgrade faithful_restore"):
+    newer = f"{_MAJOR + 1}.0"
+    rewrite_manifest(path, lambda d: d.update(format_version=newer))
+    with pytest.raises(fr.BundleError, match=f"format version {newer}.*upgrade faithful_restore"):
         fr.load_bundle(path)
 
 
 def test_newer_minor_with_extra_keys_is_read(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(sequential_model(), path)
-    rewrite_manifest(path, lambda d: d.update(format_version="1.7", future_section={"x": 1}))
-    assert fr.load_bundle(path).manifest.format_version == "1.7"
+    newer = f"{_MAJOR}.{_MINOR + 7}"
+    rewrite_manifest(path, lambda d: d.update(format_version=newer, future_section={"x": 1}))
+    assert fr.load_bundle(path).manifest.format_version == newer
+
+
+def test_unknown_keys_at_an_older_version_are_refused(tmp_path):
+    path = str(tmp_path / "b")
+    fr.save_bundle(sequential_model(), path)
+    rewrite_manifest(path, lambda d: d.update(format_version="1.0", future_section={"x": 1}))
+    with pytest.raises(fr.BundleError, match="unknown keys"):
+        fr.load_bundle(path)
 
 
 @pytest.mark.parametrize(

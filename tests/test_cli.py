@@ -43,7 +43,8 @@ def test_inspect_text_and_json(bundles):
     assert re.search(r"inputs: input_layer(_\d+)? \(None, 4\) float32", out.stdout), out.stdout
     out = run("inspect", bundles["good"], "--json")
     data = json.loads(out.stdout)
-    assert data["format_version"] == fr.FORMAT_VERSION and data["metadata"] == {"run": "cli"}
+    # A small model has no dataset large enough to be hashed in segments: the bundle is 1.0.
+    assert data["format_version"] == "1.0" and data["metadata"] == {"run": "cli"}
 
 
 def test_verify_ok_and_json(bundles):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import sequential_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import faithful_restore as fr
 from faithful_restore import _fileio
@@ -27,8 +31,27 @@ def test_hash_and_copy_agree(tmp_path):
     src.write_bytes(data)
     expected = (len(data), hashlib.sha256(data).hexdigest())
     assert _fileio.hash_file(str(src)) == expected
-    assert _fileio.copy_hashing(str(src), "ram://fr-fileio/copy.bin") == expected
+    assert _fileio.copy_hashing(str(src), "ram://fr-fileio/copy.bin") == (expected[0], [expected[1]])
     assert _fileio.hash_file("ram://fr-fileio/copy.bin") == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    size=st.integers(0, 2 * 8 * 1024 * 1024 + 5),
+    cuts=st.lists(st.floats(0, 1, exclude_max=True), max_size=6, unique=True),
+)
+def test_segment_digests_hash_each_range(tmp_path_factory, size, cuts):
+    # Bounds fall inside and across the 8 MiB read chunks; every range gets its own SHA-256.
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    src = tmp_path_factory.mktemp("seg") / "f.bin"
+    src.write_bytes(data)
+    bounds = sorted({int(c * size) for c in cuts} - {0})
+    edges = [0, *bounds, size]
+    expected = [hashlib.sha256(data[a:b]).hexdigest() for a, b in zip(edges, edges[1:])]
+    assert _fileio.hash_segments(str(src), bounds) == (size, expected)
+    copied = _fileio.copy_hashing(str(src), str(src) + ".copy", bounds=bounds)
+    assert copied == (size, expected)
+    assert pathlib.Path(str(src) + ".copy").read_bytes() == data
 
 
 def test_commit_local_replaces_and_cleans(tmp_path):

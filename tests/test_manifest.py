@@ -101,3 +101,54 @@ def test_fuzzed_fields_only_raise_our_errors(manifest_dict, key, value):
 def test_fuzzed_bytes_only_raise_our_errors(raw):
     with pytest.raises(fr.BundleError):
         _manifest.parse(raw)
+
+
+def _segmented_entry(sizes):
+    segments, offset = [], 0
+    for i, size in enumerate(sizes):
+        segments.append(_manifest.Segment(offset, size, f"{i:064x}"))
+        offset += size
+    return _manifest.FileEntry.segmented("model/w.h5", tuple(segments))
+
+
+@given(st.lists(st.integers(1, 10**12), min_size=1, max_size=20))
+def test_segment_tables_roundtrip(sizes):
+    entry = _segmented_entry(sizes)
+    assert entry.size == sum(sizes) and len(entry.sha256) == 64
+    assert _manifest.FileEntry.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+    assert entry.bounds == [s.offset + s.size for s in entry.segments[:-1]]
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d["segments"].pop(1), "starts at byte"),
+        (lambda d: d["segments"][1].__setitem__(0, 4), "starts at byte"),
+        (lambda d: d.update(size=d["size"] + 1), "cover"),
+        (lambda d: d["segments"][0].__setitem__(1, 0), "size > 0"),
+        (lambda d: d["segments"][0].__setitem__(2, "x" * 64), "sha256"),
+        (lambda d: d["segments"][2].__setitem__(2, "f" * 64), "segment table"),
+        (lambda d: d.update(segments=[]), "non-empty list"),
+        (lambda d: d.update(segments="0 10 abc"), "non-empty list"),
+        (lambda d: d.update(chunks=[]), "exactly path, size, sha256"),
+    ],
+)
+def test_malformed_segment_tables_are_refused(mutate, match):
+    data = _segmented_entry([10, 20, 30]).to_dict()
+    mutate(data)
+    with pytest.raises(fr.BundleError, match=match):
+        _manifest.FileEntry.from_dict(data)
+
+
+def test_bundles_are_written_with_the_lowest_version_that_describes_them(manifest_dict):
+    plain = fr.Manifest.from_dict(manifest_dict)
+    assert plain.format_version == _manifest.BASE_FORMAT_VERSION == _manifest.version_for(plain.files)
+    segmented = (*plain.files, _segmented_entry([5, 5]))
+    assert _manifest.version_for(segmented) == fr.FORMAT_VERSION
+    # A 1.x manifest cannot hold segments: they would be checked as whole-file digests by 1.x readers.
+    data = json.loads(plain.to_json())
+    data["files"].append(_segmented_entry([5, 5]).to_dict())
+    with pytest.raises(fr.BundleError, match="cannot hold segmented files"):
+        fr.Manifest.from_dict(data)
+    data["format_version"] = fr.FORMAT_VERSION
+    assert fr.Manifest.from_dict(data).files[-1].segments
