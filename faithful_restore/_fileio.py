@@ -478,6 +478,12 @@ def local_snapshot(root: str) -> Iterator[str]:
         try:
             os.mkdir(snap)
             _link_tree(dirfd, snap)
+            # A writer removes a swapped-out bundle file by file, so linking it meanwhile can miss
+            # files without any error. It is removed only after leaving ``root``: a directory still
+            # in place after linking proves the snapshot whole.
+            pinned, current = os.fstat(dirfd), os.stat(root)
+            if (pinned.st_dev, pinned.st_ino) != (current.st_dev, current.st_ino):
+                raise FileNotFoundError(errno.ENOENT, "the bundle was replaced while it was being linked", root)
         except FileNotFoundError:
             raise  # a writer removed the directory meanwhile: the caller starts again
         except OSError:
