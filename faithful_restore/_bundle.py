@@ -608,14 +608,12 @@ def _load_model(
     safe_mode: bool,
     compile: bool,
     weights_verified: Callable[[], None] | None = None,
-) -> tuple[Any, dict[str, Any], Callable[[], None] | None]:
+) -> tuple[Any, dict[str, Any]]:
     """Rebuilds the Keras model from verified files, compiled as saved when ``compile``.
 
     With ``weights_verified`` (a wait for the weight files' hashes, running meanwhile), the model
     is built from its verified config first and the weights are parsed only after the wait
     returns, so the hashing overlaps Keras' layer construction and nothing unverified is parsed.
-    The model's weights are then not loaded yet: the third value loads them (safe to run on
-    another thread while the optimizer is restored). Otherwise it is None.
     """
     import keras
 
@@ -625,37 +623,26 @@ def _load_model(
     except (ValueError, RecursionError) as e:
         raise BundleError(f"{MODEL_CONFIG} is not valid JSON ({e}); the bundle is damaged.") from e
     _safety.scan(config, safe_mode=safe_mode, custom_objects=custom_objects, where=MODEL_CONFIG)
-    with _keras_errors():
-        if weights_verified is None:
-            _scan_weight_files(root, manifest)
-            model = keras.saving.load_model(
-                os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
-            )
-            _compile(model, config, compile, custom_objects)
-            return model, config, None
-        from keras.src.saving import saving_lib
-
-        model = saving_lib._model_from_config(raw.decode(), custom_objects, False, safe_mode)
-        # Compiling builds the optimizer's slot variables; do it while the hashing runs.
-        optimizer = _compile(model, config, compile, custom_objects)
-    weights_verified()
-    _scan_weight_files(root, manifest)
-    # The optimizer's saved state is restored and checked by _restore_optimizer.
-    skip = {"objects_to_skip": [optimizer]} if optimizer is not None else {}
-    joined = _deferred_init.shared()
-
-    def load_weights() -> None:
-        with joined(), _keras_errors():
-            model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")), **skip)
-
-    return model, config, load_weights
-
-
-@contextlib.contextmanager
-def _keras_errors() -> Iterator[None]:
-    """Turns Keras' failures to rebuild or fill the model into a BundleError naming the cause."""
     try:
-        yield
+        with warnings.catch_warnings():
+            # The optimizer in the weights file is restored by faithful_restore itself.
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            if weights_verified is not None:
+                from keras.src.saving import saving_lib
+
+                model = saving_lib._model_from_config(raw.decode(), custom_objects, False, safe_mode)
+                # Compiling builds the optimizer's slot variables; do it while the hashing runs.
+                optimizer = _compile(model, config, compile, custom_objects)
+                weights_verified()
+                _scan_weight_files(root, manifest)
+                # The optimizer's saved state is restored and checked by _restore_optimizer.
+                skip = {"objects_to_skip": [optimizer]} if optimizer is not None else {}
+                model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")), **skip)
+            else:
+                _scan_weight_files(root, manifest)
+                model = keras.saving.load_model(
+                    os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+                )
     except FaithfulRestoreError:
         raise
     except Exception as e:  # noqa: BLE001 - Keras raises many types; name the cause
@@ -664,6 +651,9 @@ def _keras_errors() -> Iterator[None]:
             f"{str(e).splitlines()[0] if str(e) else ''}. If it uses custom classes, import the "
             "code that registers them or pass custom_objects."
         ) from e
+    if weights_verified is None:
+        _compile(model, config, compile, custom_objects)
+    return model, config
 
 
 def _compile(model: Any, config: dict[str, Any], compile: bool, custom_objects: Any) -> Any:
@@ -721,37 +711,29 @@ def _background_hashing(
 
 def _restore_optimizer(
     model: Any, manifest: Manifest, config: dict[str, Any], root: str, compile: bool, custom_objects: Any
-) -> tuple[Any, Any]:
-    """Restores the saved optimizer; returns it and the optimizer ``model.optimizer`` must become.
-
-    The second value is None when ``model.optimizer`` stays as it is. The model is not changed
-    here, because Keras may be filling the model's weights on another thread meanwhile.
-    """
+) -> Any:
     compile_config = config.get("compile_config")  # the model was compiled by _load_model
     record = manifest.optimizer
     if record is None:
-        return None, None
-    compiled = getattr(model, "optimizer", None) if compile and compile_config else None
+        return None
     if record["source"] == "model":
-        restored = _optimizer.restore(
-            compiled or _optimizer.deserialize(record, custom_objects),
-            record,
-            os.path.join(root, *MODEL_WEIGHTS.split("/")),
-            model,
-            custom_objects,
-        )
-        # compile() had built the optimizer on other variables than the saved one: use the rebuilt one.
-        return restored, (restored if compiled is not None and restored is not compiled else None)
-    separate = _optimizer.deserialize(record, custom_objects)
-    restored = _optimizer.restore(separate, record, os.path.join(root, OPTIMIZER_FILE), model, custom_objects)
+        h5 = os.path.join(root, *MODEL_WEIGHTS.split("/"))
+        opt = getattr(model, "optimizer", None) if compile and compile_config else None
+    else:
+        h5 = os.path.join(root, OPTIMIZER_FILE)
+        opt = None
+    if opt is None:
+        opt = _optimizer.deserialize(record, custom_objects)
+    restored = _optimizer.restore(opt, record, h5, model, custom_objects)
+    if restored is not opt and opt is getattr(model, "optimizer", None):
+        model.optimizer = restored  # compile() had built it on other variables than the saved one
     model_record = manifest.model_optimizer
-    if model_record is None or compiled is None:
-        return restored, None
-    # A custom loop's optimizer was the primary one; the compiled optimizer's state is restored too.
-    model_optimizer = _optimizer.restore(
-        compiled, model_record, os.path.join(root, *MODEL_WEIGHTS.split("/")), model, custom_objects
-    )
-    return restored, (model_optimizer if model_optimizer is not compiled else None)
+    if model_record is not None and compile and compile_config and getattr(model, "optimizer", None) is not None:
+        # A custom loop's optimizer was the primary one; the compiled optimizer's state is restored too.
+        model.optimizer = _optimizer.restore(
+            model.optimizer, model_record, os.path.join(root, *MODEL_WEIGHTS.split("/")), model, custom_objects
+        )
+    return restored
 
 
 def _restore_state(root: str, manifest: Manifest, trackables: dict[str, Any]) -> None:
@@ -972,19 +954,9 @@ def restore(
     ``weights_verified``: see :func:`_load_model`.
     """
     # Every variable the bundle holds is assigned below, so Keras' initializers are skipped.
-    with _deferred_init.deferred(), warnings.catch_warnings():
-        # The optimizer in the weights file is restored by faithful_restore itself.
-        warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-        model, config, load_weights = _load_model(
-            files_root, manifest, custom_objects, safe_mode, compile, weights_verified
-        )
-        # The model's weights and the optimizer's slots are separate variables: fill both at once.
-        with _fileio.in_background(load_weights, "weights") if load_weights else contextlib.nullcontext():
-            optimizer, model_optimizer = _restore_optimizer(
-                model, manifest, config, files_root, compile, custom_objects
-            )
-        if model_optimizer is not None:
-            model.optimizer = model_optimizer
+    with _deferred_init.deferred():
+        model, config = _load_model(files_root, manifest, custom_objects, safe_mode, compile, weights_verified)
+        optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
         _random_state.restore(model, manifest.random_state)
         _restore_state(files_root, manifest, trackables)
     preprocessing = _preprocessing.decode_user(manifest.preprocessing["user"], _reader(files_root, manifest))

@@ -8,8 +8,7 @@ either way, and TensorFlow's multi-threaded fill, running while the weights are 
 measured faster than faulting the pages in during the single-threaded copy of each assignment.
 Every Keras ``assign`` is recorded, and when the block ends, each deferred variable that was never
 assigned gets its real initializer, so the model ends up exactly as Keras' own loading leaves it.
-The switch is thread-local: other threads building models meanwhile are unaffected; work handed
-to a helper thread joins the block with :func:`shared`.
+The switch is thread-local: other threads building models meanwhile are unaffected.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 # Below this many elements running the initializer is cheap; such variables are left alone.
@@ -106,23 +105,3 @@ def deferred() -> Iterator[None]:
         variable = ref()
         if variable is not None:
             variable.assign(initializer(variable._shape, dtype=variable._dtype))
-
-
-def shared() -> Callable[[], contextlib.AbstractContextManager[None]]:
-    """For work handed to another thread: a context that joins this thread's :func:`deferred` block.
-
-    Assignments made inside it count as this block's, so the variables they fill are not
-    re-initialized when the block ends. Outside a block the context does nothing.
-    """
-    pending = _pending()
-
-    @contextlib.contextmanager
-    def join() -> Iterator[None]:
-        previous = _pending()
-        _local.pending = pending
-        try:
-            yield
-        finally:
-            _local.pending = previous
-
-    return join

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import keras
@@ -149,25 +148,3 @@ def test_a_variable_the_bundle_does_not_hold_is_initialized_like_keras_does(tmp_
     theirs = keras.saving.load_model(tmp_path / "m.keras").get_layer("proj").kernel
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(model.get_layer("proj").kernel))
-
-
-def test_assignments_on_a_helper_thread_count_when_it_joins_the_block():
-    values = np.full((BIG, BIG), 0.5, "float32")
-    for join in (True, False):
-        with _deferred_init.deferred():
-            layer = keras.layers.Dense(BIG, kernel_initializer=CountingUniform(seed=3))
-            layer.build((BIG,))
-            joined = _deferred_init.shared()
-
-            def fill(layer=layer, joined=joined, join=join):
-                with joined() if join else contextlib.nullcontext():
-                    layer.kernel.assign(values)
-
-            helper = threading.Thread(target=fill)
-            helper.start()
-            helper.join()
-        if join:  # the helper's assignment is the block's: the saved value stays
-            np.testing.assert_array_equal(layer.kernel.numpy(), values)
-        else:  # an unjoined thread's assignment is unknown to the block, which initializes the kernel
-            expected = CountingUniform(seed=3)((BIG, BIG), "float32")
-            np.testing.assert_array_equal(layer.kernel.numpy(), expected)
