@@ -19,12 +19,12 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from faithful_restore import _hooks
+
 # Below this many elements running the initializer is cheap; such variables are left alone.
 _MIN_ELEMENTS = 1 << 16
 
 _local = threading.local()
-_install_lock = threading.Lock()
-_installed = False
 
 
 def _pending() -> dict[int, tuple[Any, Any]] | None:
@@ -41,47 +41,43 @@ def _numeric(dtype: Any) -> bool:
     return bool(d.is_floating or d.is_integer) and not d.is_quantized
 
 
+def _deferring_init(original: Any) -> Any:
+    def _initialize_with_initializer(self: Any, initializer: Any) -> None:
+        pending = _pending()
+        shape = tuple(getattr(self, "_shape", ()) or ())
+        size = 1
+        for dim in shape:
+            size *= int(dim)
+        if pending is None or size < _MIN_ELEMENTS or not _numeric(self._dtype):
+            original(self, initializer)
+            return
+        import tensorflow as tf
+
+        dtype = tf.as_dtype(self._dtype)
+        self._initialize(lambda: tf.zeros(shape, dtype=dtype))
+        pending[id(self)] = (weakref.ref(self), initializer)
+
+    return _initialize_with_initializer
+
+
+def _tracking_assign(original: Any) -> Any:
+    def assign(self: Any, value: Any) -> Any:
+        result = original(self, value)
+        pending = _pending()
+        if pending:
+            pending.pop(id(self), None)
+        return result
+
+    return assign
+
+
 def _install() -> bool:
     """Wraps Keras' TF variable once; False when this Keras lacks the expected hooks."""
-    global _installed
-    with _install_lock:
-        if _installed:
-            return True
-        try:
-            from keras.src.backend.tensorflow.core import Variable
-        except ImportError:
-            return False
-        original_init = getattr(Variable, "_initialize_with_initializer", None)
-        original_assign = getattr(Variable, "assign", None)
-        if not callable(original_init) or not callable(original_assign):
-            return False
-
-        def _initialize_with_initializer(self: Any, initializer: Any) -> None:
-            pending = _pending()
-            shape = tuple(getattr(self, "_shape", ()) or ())
-            size = 1
-            for dim in shape:
-                size *= int(dim)
-            if pending is None or size < _MIN_ELEMENTS or not _numeric(self._dtype):
-                original_init(self, initializer)
-                return
-            import tensorflow as tf
-
-            dtype = tf.as_dtype(self._dtype)
-            self._initialize(lambda: tf.zeros(shape, dtype=dtype))
-            pending[id(self)] = (weakref.ref(self), initializer)
-
-        def assign(self: Any, value: Any) -> Any:
-            result = original_assign(self, value)
-            pending = _pending()
-            if pending:
-                pending.pop(id(self), None)
-            return result
-
-        Variable._initialize_with_initializer = _initialize_with_initializer
-        Variable.assign = assign
-        _installed = True
-        return True
+    try:
+        from keras.src.backend.tensorflow.core import Variable
+    except ImportError:
+        return False
+    return _hooks.wrap_once(Variable, {"_initialize_with_initializer": _deferring_init, "assign": _tracking_assign})
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from faithful_restore import _hooks
 from faithful_restore._manifest import Segment
 
 # Smaller datasets are hashed with the metadata around them: one segment each would bloat the
@@ -31,8 +32,6 @@ MIN_SEGMENT = 1 << 20
 _READ = 32 << 20
 
 _local = threading.local()
-_install_lock = threading.Lock()
-_installed = False
 
 
 class Recorder:
@@ -63,8 +62,7 @@ class Recorder:
             self._queue.put((filename, int(offset), int(size)))
 
     def _run(self) -> None:
-        buffer = bytearray(_READ)
-        view = memoryview(buffer)
+        view = memoryview(bytearray(_READ))
         fds: dict[str, int] = {}
         try:
             while (item := self._queue.get()) is not None:
@@ -74,18 +72,13 @@ class Recorder:
                 try:
                     if filename not in fds:
                         fds[filename] = os.open(filename, os.O_RDONLY)
-                    digest = hashlib.sha256()
-                    done = 0
-                    while done < size:
-                        n = os.preadv(fds[filename], [view[: min(_READ, size - done)]], offset + done)
-                        if n <= 0:
-                            raise OSError(f"{filename} ended at byte {offset + done}")
-                        digest.update(view[:n])
-                        done += n
+                    sha = _hash_range(fds[filename], offset, size, view)
                 except OSError:
+                    sha = None
+                if sha is None:
                     self._failed = True
                     continue
-                self._ranges.setdefault(filename, []).append((offset, size, digest.hexdigest()))
+                self._ranges.setdefault(filename, []).append((offset, size, sha))
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -104,56 +97,67 @@ class Recorder:
         ranges = sorted(self._ranges.get(os.path.realpath(path), []))
         if self._failed or not ranges:
             return ()
-        out: list[Segment] = []
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            # The layout first (recorded ranges, and gaps to hash as None), so nothing is read
+            # for ranges that cannot be trusted.
+            layout: list[tuple[int, int, str | None]] = []
             position = 0
-            for offset, length, sha in [*ranges, (size, 0, "")]:
+            for offset, length, sha in ranges:
                 if offset < position or offset + length > size:
                     return ()
                 if offset > position:
-                    f.seek(position)
-                    gap = hashlib.sha256()
-                    remaining = offset - position
-                    while remaining:
-                        chunk = f.read(min(_READ, remaining))
-                        if not chunk:
-                            return ()
-                        gap.update(chunk)
-                        remaining -= len(chunk)
-                    out.append(Segment(position, offset - position, gap.hexdigest()))
-                if length:
-                    out.append(Segment(offset, length, sha))
-                if progress is not None:
-                    progress(offset + length - position)
+                    layout.append((position, offset - position, None))
+                layout.append((offset, length, sha))
                 position = offset + length
-        return tuple(out)
+            if position < size:
+                layout.append((position, size - position, None))
+            view = memoryview(bytearray(min(_READ, max((n for _, n, sha in layout if sha is None), default=0))))
+            out: list[Segment] = []
+            for offset, length, known in layout:
+                digest = known or _hash_range(fd, offset, length, view)
+                if digest is None:
+                    return ()
+                out.append(Segment(offset, length, digest))
+                if progress is not None:
+                    progress(length)
+            return tuple(out)
+        finally:
+            os.close(fd)
+
+
+def _hash_range(fd: int, offset: int, size: int, view: memoryview) -> str | None:
+    """SHA-256 of ``size`` bytes of ``fd`` from ``offset``, read through ``view``; None if the file ends first."""
+    digest = hashlib.sha256()
+    done = 0
+    while done < size:
+        n = os.preadv(fd, [view[: min(len(view), size - done)]], offset + done)
+        if n <= 0:
+            return None
+        digest.update(view[:n])
+        done += n
+    return digest.hexdigest()
+
+
+def _recording_create_dataset(original: Any) -> Any:
+    def create_dataset(self: Any, *args: Any, **kwargs: Any) -> Any:
+        dataset = original(self, *args, **kwargs)
+        recorder = getattr(_local, "recorder", None)
+        if recorder is not None:
+            recorder.offer(dataset)
+        return dataset
+
+    return create_dataset
 
 
 def _install() -> bool:
     """Wraps ``h5py.Group.create_dataset`` once; it acts only inside :func:`recording`."""
-    global _installed
-    with _install_lock:
-        if _installed:
-            return True
-        try:
-            import h5py
-        except ImportError:
-            return False
-        original = getattr(h5py.Group, "create_dataset", None)
-        if not callable(original):
-            return False
-
-        def create_dataset(self: Any, *args: Any, **kwargs: Any) -> Any:
-            dataset = original(self, *args, **kwargs)
-            recorder = getattr(_local, "recorder", None)
-            if recorder is not None:
-                recorder.offer(dataset)
-            return dataset
-
-        h5py.Group.create_dataset = create_dataset
-        _installed = True
-        return True
+    try:
+        import h5py
+    except ImportError:
+        return False
+    return _hooks.wrap_once(h5py.Group, {"create_dataset": _recording_create_dataset})
 
 
 @contextlib.contextmanager
