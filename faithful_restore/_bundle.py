@@ -35,6 +35,7 @@ from faithful_restore import (
     _fileio,
     _inline_hash,
     _optimizer,
+    _prefetch,
     _preprocessing,
     _probe,
     _progress,
@@ -505,12 +506,15 @@ def verify_files(
     verbose: bool | str = False,
     only: Collection[str] | None = None,
     listing: bool = True,
+    keep: _prefetch.Buffers | None = None,
 ) -> None:
     """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
 
     With ``copy_to`` (a local directory), every file is also copied there in the same pass.
     ``label`` names the bundle in messages when ``root`` is a snapshot of it. ``only`` limits the
-    hashing to some files; ``listing=False`` skips the missing/extra-file check.
+    hashing to some files; ``listing=False`` skips the missing/extra-file check. With ``keep``, the
+    large segments of local segmented files are read into buffers, checked, and kept there for
+    the load (see :mod:`_prefetch`).
 
     Raises:
         IntegrityError: naming the first missing, extra, resized, modified or linked file.
@@ -522,7 +526,7 @@ def verify_files(
     if only is not None:
         listed = {rel: entry for rel, entry in listed.items() if rel in set(only)}
     progress = _progress.Bytes(f"faithful_restore: checking {shown}", sum(e.size for e in listed.values()), verbose)
-    _hash_files(root, listed, shown, copy_to, progress)
+    _hash_files(root, listed, shown, copy_to, progress, keep)
 
 
 def _check_listing(root: str, listed: dict[str, FileEntry], shown: str) -> None:
@@ -544,7 +548,12 @@ def _check_listing(root: str, listed: dict[str, FileEntry], shown: str) -> None:
 
 
 def _hash_files(
-    root: str, listed: dict[str, FileEntry], shown: str, copy_to: str | None, progress: _progress.Bytes
+    root: str,
+    listed: dict[str, FileEntry],
+    shown: str,
+    copy_to: str | None,
+    progress: _progress.Bytes,
+    keep: _prefetch.Buffers | None = None,
 ) -> None:
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
@@ -552,6 +561,12 @@ def _hash_files(
             if os.path.islink(full) or not os.path.isfile(full):
                 raise IntegrityError(f"{rel!r} in {shown!r} is a link or not a regular file; refusing it.")
             _check_size(rel, entry, os.path.getsize(full))  # before reading a file of the wrong size
+        if keep is not None and copy_to is None and entry.segments and _fileio.is_local(root):
+            segments = [(s.offset, s.size) for s in entry.segments]
+            size, digests, kept = _prefetch.read_segments(full, segments, progress.add)
+            _check_digests(rel, entry, size, digests)
+            keep.add(full, kept)
+            continue
         if copy_to is not None:
             size, digests = _fileio.copy_hashing(
                 full, os.path.join(copy_to, *rel.split("/")), progress.add, entry.bounds
@@ -697,15 +712,17 @@ def _can_overlap(view: str, manifest: Manifest) -> bool:
 
 
 def _background_hashing(
-    view: str, manifest: Manifest, label: str, verbose: bool | str
+    view: str, manifest: Manifest, label: str, verbose: bool | str, keep: _prefetch.Buffers
 ) -> contextlib.AbstractContextManager[Callable[[], None]]:
     """Hashes every file but the config on a thread; yields the wait that raises its failure.
 
-    The thread never outlives the block, so no reader is left behind while the snapshot is removed.
+    Large weight segments are kept in ``keep`` once checked, for the load to use. The thread never
+    outlives the block, so no reader is left behind while the snapshot is removed.
     """
     others = [rel for rel in manifest.file_map if rel != MODEL_CONFIG]
     return _fileio.in_background(
-        lambda: verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False), "hash"
+        lambda: verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False, keep=keep),
+        "hash",
     )
 
 
@@ -864,10 +881,13 @@ def _load_verified(
     if _can_overlap(view, manifest):
         # The listing and the config are verified first; the rest is hashed while Keras builds.
         verify_files(view, manifest, label=root, verbose=False, only=[MODEL_CONFIG])
-        with _background_hashing(view, manifest, root, verbose) as weights_verified:
+        buffers = _prefetch.Buffers()
+        with _background_hashing(view, manifest, root, verbose, buffers) as weights_verified:
             try:
                 diffs = check_environment(manifest, on_version_skew)
-                bundle = restore(root, view, manifest, custom_objects, compile, safe_mode, trackables, weights_verified)
+                bundle = restore(
+                    root, view, manifest, custom_objects, compile, safe_mode, trackables, weights_verified, buffers
+                )
             except FaithfulRestoreError:
                 weights_verified()  # a damaged file explains any failure after it: report that first
                 raise
@@ -948,13 +968,15 @@ def restore(
     safe_mode: bool,
     trackables: dict[str, Any],
     weights_verified: Callable[[], None] | None = None,
+    buffers: _prefetch.Buffers | None = None,
 ) -> Bundle:
     """Rebuilds the model, optimizer, random and caller state from verified local files.
 
-    ``weights_verified``: see :func:`_load_model`.
+    ``weights_verified``: see :func:`_load_model`. ``buffers``: verified weight bytes already read
+    (see :mod:`_prefetch`), used once ``weights_verified`` has returned.
     """
     # Every variable the bundle holds is assigned below, so Keras' initializers are skipped.
-    with _deferred_init.deferred():
+    with _deferred_init.deferred(), _prefetch.serving(buffers):
         model, config = _load_model(files_root, manifest, custom_objects, safe_mode, compile, weights_verified)
         optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
         _random_state.restore(model, manifest.random_state)
