@@ -19,6 +19,7 @@ Keras' own path unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mmap
 import os
@@ -54,15 +55,24 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14+
 _POPULATE_STEP = 2 << 20
 
 
-def _populate(region: mmap.mmap, array: np.ndarray) -> bool:
-    """Faults ``region`` in a few MiB at a time (each call releases the GIL and the mm lock)."""
+@functools.cache
+def _madvise() -> Any:
     import ctypes
 
     try:
         madvise = ctypes.CDLL(None, use_errno=True).madvise
     except (OSError, AttributeError):
-        return False
+        return None
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+def _populate(region: mmap.mmap, array: np.ndarray) -> bool:
+    """Faults ``region`` in a few MiB at a time (each call releases the GIL and the mm lock)."""
+    madvise = _madvise()
+    if madvise is None:
+        return False
     base, size = array.ctypes.data, len(region)
     for start in range(0, size, _POPULATE_STEP):
         if madvise(base + start, min(_POPULATE_STEP, size - start), _MADV_POPULATE_WRITE) != 0:
