@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-# Segments below this are metadata or small tensors: hashed, not kept (matches _inline_hash).
-MIN_KEEP = 1 << 20
+from faithful_restore import _inline_hash
+
+# Smaller segments are metadata or small tensors (the writer never records a dataset below this):
+# hashed, not kept.
+MIN_KEEP = _inline_hash.MIN_SEGMENT
 # TensorFlow's CPU kernels require tensor memory aligned to EIGEN_MAX_ALIGN_BYTES (64).
 _ALIGN = 64
 # One thread per core on the machines this targets; hashlib and file reads release the GIL.
@@ -228,9 +231,8 @@ def take(dataset: Any) -> np.ndarray | None:
     if not isinstance(dataset, h5py.Dataset) or "dtype" in dataset.attrs:  # Keras marks bfloat16 so
         return None
     dtype = dataset.dtype
-    if not dtype.isnative or dtype.kind not in "iufc" or dataset.chunks is not None or dataset.is_virtual:
-        return None
-    if dataset.external:
+    plain = dataset.chunks is None and not dataset.is_virtual and not dataset.external
+    if not (plain and dtype.isnative and dtype.kind in "iufc"):
         return None
     offset = dataset.id.get_offset()
     if offset is None:
