@@ -555,25 +555,26 @@ def _hash_files(
     progress: _progress.Bytes,
     keep: _prefetch.Buffers | None = None,
 ) -> None:
+    local = _fileio.is_local(root)
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
-        if _fileio.is_local(root):
+        if local:
             if os.path.islink(full) or not os.path.isfile(full):
                 raise IntegrityError(f"{rel!r} in {shown!r} is a link or not a regular file; refusing it.")
             _check_size(rel, entry, os.path.getsize(full))  # before reading a file of the wrong size
-        if keep is not None and copy_to is None and entry.segments and _fileio.is_local(root):
+        kept: dict[int, Any] = {}
+        if keep is not None and copy_to is None and entry.segments and local:
             segments = [(s.offset, s.size) for s in entry.segments]
             size, digests, kept = _prefetch.read_segments(full, segments, progress.add)
-            _check_digests(rel, entry, size, digests)
-            keep.add(full, kept)
-            continue
-        if copy_to is not None:
+        elif copy_to is not None:
             size, digests = _fileio.copy_hashing(
                 full, os.path.join(copy_to, *rel.split("/")), progress.add, entry.bounds
             )
         else:
             size, digests = _fileio.hash_segments(full, entry.bounds, progress.add)
         _check_digests(rel, entry, size, digests)
+        if keep is not None and kept:
+            keep.add(full, kept)  # only once the file's digests passed
 
 
 def _check_size(rel: str, entry: FileEntry, size: int) -> None:

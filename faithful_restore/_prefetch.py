@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _inline_hash
+from faithful_restore import _fileio, _inline_hash
 
 # Smaller segments are metadata or small tensors (the writer never records a dataset below this):
 # hashed, not kept.
@@ -147,13 +147,13 @@ def read_segments(
     kept: dict[int, np.ndarray] = {}
     lock = threading.Lock()
     order = iter(range(len(segments)))
-    failure: list[BaseException] = []
+    stop = threading.Event()  # one worker failed: the others stop taking segments
 
     def work() -> None:
         scratch = bytearray()
         try:
             with open(path, "rb", buffering=0) as f:
-                while not failure:
+                while not stop.is_set():
                     with lock:
                         i = next(order, None)
                     if i is None:
@@ -184,17 +184,15 @@ def read_segments(
                             kept[offset] = buf
                         if progress is not None:
                             progress(got)
-        except BaseException as e:  # noqa: BLE001 - re-raised by the caller's thread
-            failure.append(e)
+        except BaseException:
+            stop.set()
+            raise
 
-    threads = [threading.Thread(target=work, name="faithful_restore-read", daemon=True) for _ in range(workers - 1)]
-    for t in threads:
-        t.start()
-    work()
-    for t in threads:
-        t.join()
-    if failure:
-        raise failure[0]
+    # The calling thread is one of the workers; in_background re-raises the others' failures.
+    with contextlib.ExitStack() as helpers:
+        for _ in range(workers - 1):
+            helpers.enter_context(_fileio.in_background(work, "read"))
+        work()
     return sum(counts), digests, kept
 
 

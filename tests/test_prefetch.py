@@ -60,6 +60,12 @@ def test_a_short_file_yields_a_short_count_and_no_buffer_for_the_missing_bytes(t
     assert list(kept) == [0]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_failure_is_raised_not_swallowed(tmp_path, workers):
+    with pytest.raises(FileNotFoundError):
+        _prefetch.read_segments(str(tmp_path / "missing.bin"), [(0, 10), (10, 10)], workers=workers)
+
+
 @pytest.mark.parametrize("nbytes", [1, 4095, 4096, (2 << 20) + 3])
 def test_aligned_empty_is_aligned_writable_and_sized(nbytes):
     buf = _prefetch.aligned_empty(nbytes)
