@@ -41,6 +41,7 @@ from faithful_restore import (
     _progress,
     _random_state,
     _safety,
+    _save_views,
     _signature,
 )
 from faithful_restore._manifest import (
@@ -360,8 +361,9 @@ def _write(
     stage = _fileio.local_stage_dir(target)
     durable = _fileio.durable()
     try:
-        # Large weight arrays are hashed as Keras writes them, on an otherwise idle core.
-        with _inline_hash.recording(stage) as recorder:
+        # Large weight arrays are hashed as Keras writes them, on an otherwise idle core, and
+        # handed to h5py as views of the variables rather than copies.
+        with _inline_hash.recording(stage) as recorder, _save_views.writing():
             try:
                 with _fileio.early_writeback(stage) if durable else contextlib.nullcontext():
                     model.save(os.path.join(stage, MODEL_DIR), zipped=False)

@@ -1,7 +1,8 @@
 """Wraps third-party methods once per process, for hooks that act only inside our own blocks.
 
-:mod:`_deferred_init` (Keras' TF variable) and :mod:`_inline_hash` (h5py's ``create_dataset``)
-each wrap a method whose wrapper checks thread-local state and otherwise calls the original.
+:mod:`_deferred_init`, :mod:`_inline_hash`, :mod:`_prefetch` and :mod:`_save_views` each wrap
+methods (of Keras, h5py or a Keras module) whose wrapper checks thread-local state and otherwise
+calls the original.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 _lock = threading.Lock()
-_wrapped: set[tuple[type, str]] = set()
+_wrapped: set[tuple[Any, str]] = set()
 
 
-def wrap_once(owner: type, wrappers: dict[str, Callable[[Any], Any]]) -> bool:
+def wrap_once(owner: Any, wrappers: dict[str, Callable[[Any], Any]]) -> bool:
     """Replaces each named method of ``owner`` with ``wrappers[name](original)``, once per process.
 
     Returns False, wrapping nothing, when ``owner`` lacks one of the methods (another version of

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _prefetch
+from faithful_restore import _prefetch, _save_views
 from faithful_restore._architecture import class_name, jsonable
 from faithful_restore.errors import BundleError
 
@@ -83,7 +83,11 @@ def write_h5(optimizer: Any, path: str) -> None:
     with h5py.File(path, "w") as f:
         group = f.create_group(H5_GROUP).create_group("vars")
         for i, v in enumerate(_variables(optimizer)):
-            group.create_dataset(str(i), data=np.asarray(v))
+            data = _save_views.view(v)  # h5py only reads it: no copy
+            data = np.asarray(v) if data is None else data
+            dataset = group.create_dataset(str(i), data=data)
+            if data.dtype.name == "bfloat16":  # as Keras marks it: HDF5 has no bfloat16 type
+                dataset.attrs["dtype"] = "bfloat16"
 
 
 def _saved_datasets(f: Any, path: str, expected: int) -> list[Any]:
@@ -166,7 +170,24 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any, cu
                     f"optimizer has {target.dtype}; check the mixed-precision policy."
                 )
         # One variable at a time: peak memory stays at the largest slot, not all of them.
-        for dataset, target in zip(datasets, targets):
-            verified = _prefetch.take(dataset)  # the bytes already read and hashed, if kept
-            target.assign(verified if verified is not None else dataset[()])
+        for i, (dataset, target) in enumerate(zip(datasets, targets)):
+            target.assign(_value(dataset, f"{h5_path}: optimizer/vars/{i}"))
     return optimizer
+
+
+def _value(dataset: Any, where: str) -> Any:
+    """A saved optimizer variable's value: the buffer already read and hashed when kept, else the file's."""
+    verified = _prefetch.take(dataset)
+    if verified is not None:
+        return verified
+    value = np.asarray(dataset[()])
+    if dataset.attrs.get("dtype") == "bfloat16":  # Keras' marker: HDF5 has no bfloat16 type
+        import tensorflow as tf
+
+        if value.dtype.itemsize != 2:
+            raise BundleError(
+                f"{where} is marked bfloat16 but holds {value.dtype.itemsize}-byte values; the bundle is "
+                "damaged. Re-create it with save_bundle."
+            )
+        value = value.view(tf.bfloat16.as_numpy_dtype)
+    return value

@@ -59,3 +59,45 @@ def test_restored_values_are_bitwise(tmp_path):
     _optimizer.restore(target, record, path, model)
     for a, b in zip(model.optimizer.variables, target.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _bfloat16_model():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, dtype="bfloat16"), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.train_on_batch(np.ones((4, 6), np.float32), np.zeros((4, 2), np.float32))
+    return model
+
+
+@pytest.mark.parametrize("source", ["model", "separate"])
+def test_bfloat16_slots_restore_bitwise(tmp_path, source):
+    # HDF5 has no bfloat16: Keras stores 2-byte opaque values marked with a "dtype" attribute.
+    model = _bfloat16_model()
+    assert any(v.dtype == "bfloat16" for v in model.optimizer.variables)
+    kwargs = (
+        {"optimizer": keras.optimizers.Adam.from_config(model.optimizer.get_config())} if source == "separate" else {}
+    )
+    if kwargs:
+        kwargs["optimizer"].build(model.trainable_variables)
+        for mine, theirs in zip(kwargs["optimizer"].variables, model.optimizer.variables):
+            mine.assign(theirs)
+    fr.save_bundle(model, str(tmp_path / "b"), **kwargs)
+    restored = fr.load_bundle(str(tmp_path / "b"))
+    assert restored.manifest.optimizer["source"] == source
+    saved = kwargs.get("optimizer", model.optimizer).variables
+    assert [v.dtype for v in restored.optimizer.variables] == [v.dtype for v in saved]
+    for a, b in zip(saved, restored.optimizer.variables):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_a_damaged_bfloat16_marker_is_a_bundle_error(tmp_path):
+    model = _bfloat16_model()
+    record = _optimizer.describe(model.optimizer, model, "separate")
+    path = str(tmp_path / "opt.h5")
+    _optimizer.write_h5(model.optimizer, path)
+    index = next(i for i, v in enumerate(model.optimizer.variables) if v.dtype == "bfloat16")
+    with h5py.File(path, "a") as f:
+        shape = f[f"optimizer/vars/{index}"].shape
+        del f[f"optimizer/vars/{index}"]
+        f.create_dataset(f"optimizer/vars/{index}", data=np.zeros(shape, np.float32)).attrs["dtype"] = "bfloat16"
+    with pytest.raises(fr.BundleError, match=f"optimizer/vars/{index} is marked bfloat16 but holds 4-byte values"):
+        _optimizer.restore(keras.optimizers.Adam(), record, path, model)
