@@ -30,3 +30,13 @@ def wrap_once(owner: Any, wrappers: dict[str, Callable[[Any], Any]]) -> bool:
             setattr(owner, name, make(originals[name]))
             _wrapped.add((owner, name))
         return True
+
+
+def keras_h5_stores() -> list[type]:
+    """Keras' HDF5 weight-store classes: ``H5IOStore`` (3.10+ reads and writes through it) and,
+    in earlier 3.x, the per-layer ``H5Entry``; empty when Keras' saving module is missing."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        return []
+    return [c for c in (getattr(saving_lib, n, None) for n in ("H5IOStore", "H5Entry")) if isinstance(c, type)]

@@ -292,13 +292,11 @@ def donate(value: Donatable, dtype: Any) -> Any:
 def _install() -> bool:
     try:
         from keras.src.backend.tensorflow.core import Variable
-        from keras.src.saving import saving_lib
     except ImportError:
         return False
     from faithful_restore import _hooks
 
-    # Keras 3.10+ reads through H5IOStore itself; earlier 3.x through an H5Entry per layer.
-    stores = [c for c in (getattr(saving_lib, n, None) for n in ("H5IOStore", "H5Entry")) if isinstance(c, type)]
+    stores = _hooks.keras_h5_stores()
     return (
         bool(stores)
         and all(_hooks.wrap_once(store, {"__getitem__": _serving_getitem}) for store in stores)

@@ -101,11 +101,9 @@ def _install() -> bool:
         from keras.src import backend
         from keras.src.backend.tensorflow.core import Variable
         from keras.src.optimizers.base_optimizer import BaseOptimizer
-        from keras.src.saving import saving_lib
     except ImportError:
         return False
-    # Keras 3.10+ writes through H5IOStore itself; earlier 3.x through an H5Entry per layer.
-    stores = [c for c in (getattr(saving_lib, n, None) for n in ("H5IOStore", "H5Entry")) if isinstance(c, type)]
+    stores = _hooks.keras_h5_stores()
     return (
         bool(stores)
         and all(_hooks.wrap_once(store, {"__setitem__": _flagged("in_store_setitem")}) for store in stores)
