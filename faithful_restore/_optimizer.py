@@ -170,12 +170,12 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any, cu
                     f"optimizer has {target.dtype}; check the mixed-precision policy."
                 )
         # One variable at a time: peak memory stays at the largest slot, not all of them.
-        for i, (dataset, target) in enumerate(zip(datasets, targets)):
-            target.assign(_value(dataset, f"{h5_path}: optimizer/vars/{i}"))
+        for dataset, target in zip(datasets, targets):
+            target.assign(_value(dataset))
     return optimizer
 
 
-def _value(dataset: Any, where: str) -> Any:
+def _value(dataset: Any) -> Any:
     """A saved optimizer variable's value: the buffer already read and hashed when kept, else the file's."""
     verified = _prefetch.take(dataset)
     if verified is not None:
@@ -186,8 +186,8 @@ def _value(dataset: Any, where: str) -> Any:
 
         if value.dtype.itemsize != 2:
             raise BundleError(
-                f"{where} is marked bfloat16 but holds {value.dtype.itemsize}-byte values; the bundle is "
-                "damaged. Re-create it with save_bundle."
+                f"{dataset.file.filename}: {dataset.name.lstrip('/')} is marked bfloat16 but holds "
+                f"{value.dtype.itemsize}-byte values; the bundle is damaged. Re-create it with save_bundle."
             )
         value = value.view(tf.bfloat16.as_numpy_dtype)
     return value
