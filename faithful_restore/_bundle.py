@@ -42,6 +42,7 @@ from faithful_restore import (
     _random_state,
     _safety,
     _save_views,
+    _sequential_build,
     _signature,
 )
 from faithful_restore._manifest import (
@@ -979,7 +980,7 @@ def restore(
     (see :mod:`_prefetch`), used once ``weights_verified`` has returned.
     """
     # Every variable the bundle holds is assigned below, so Keras' initializers are skipped.
-    with _deferred_init.deferred(), _prefetch.serving(buffers):
+    with _deferred_init.deferred(), _sequential_build.once(), _prefetch.serving(buffers):
         model, config = _load_model(files_root, manifest, custom_objects, safe_mode, compile, weights_verified)
         optimizer = _restore_optimizer(model, manifest, config, files_root, compile, custom_objects)
         _random_state.restore(model, manifest.random_state)

@@ -1,8 +1,8 @@
 """Wraps third-party methods once per process, for hooks that act only inside our own blocks.
 
-:mod:`_deferred_init`, :mod:`_inline_hash`, :mod:`_prefetch` and :mod:`_save_views` each wrap
-methods (of Keras, h5py or a Keras module) whose wrapper checks thread-local state and otherwise
-calls the original.
+:mod:`_deferred_init`, :mod:`_inline_hash`, :mod:`_prefetch`, :mod:`_save_views` and
+:mod:`_sequential_build` each wrap methods (of Keras, h5py or a Keras module) whose wrapper checks
+thread-local state and otherwise calls the original.
 """
 
 from __future__ import annotations
