@@ -20,6 +20,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO
 
 from faithful_restore.errors import BundleError
 
@@ -143,6 +144,22 @@ def read_bytes(path: str, limit: int) -> bytes:
             "faithful_restore wrote. Check the path or re-create the bundle."
         )
     return bytes(data)
+
+
+def read_at(f: BinaryIO, offset: int, view: memoryview) -> int:
+    """Fills ``view`` from byte ``offset`` of the unbuffered file ``f``; returns the bytes read.
+
+    Fewer than ``len(view)`` only where the file ends. ``f`` is positioned by a seek, so each
+    thread reads through its own file object. Portable (``os.preadv`` is missing on Windows).
+    """
+    f.seek(offset)
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    return got
 
 
 class _Digests:

@@ -20,9 +20,9 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
-from faithful_restore import _hooks
+from faithful_restore import _fileio, _hooks
 from faithful_restore._manifest import Segment
 
 # Smaller datasets are hashed with the metadata around them: one segment each would bloat the
@@ -63,16 +63,16 @@ class Recorder:
 
     def _run(self) -> None:
         view = memoryview(bytearray(_READ))
-        fds: dict[str, int] = {}
+        files: dict[str, BinaryIO] = {}
         try:
             while (item := self._queue.get()) is not None:
                 if self._failed:
                     continue
                 filename, offset, size = item
                 try:
-                    if filename not in fds:
-                        fds[filename] = os.open(filename, os.O_RDONLY)
-                    sha = _hash_range(fds[filename], offset, size, view)
+                    if filename not in files:
+                        files[filename] = open(filename, "rb", buffering=0)  # noqa: SIM115 - closed below
+                    sha = _hash_range(files[filename], offset, size, view)
                 except OSError:
                     sha = None
                 if sha is None:
@@ -80,8 +80,8 @@ class Recorder:
                     continue
                 self._ranges.setdefault(filename, []).append((offset, size, sha))
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            for f in files.values():
+                f.close()
 
     def _stop(self) -> None:
         self._queue.put(None)
@@ -97,9 +97,8 @@ class Recorder:
         ranges = sorted(self._ranges.get(os.path.realpath(path), []))
         if self._failed or not ranges:
             return ()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
             # The layout first (recorded ranges, and gaps to hash as None), so nothing is read
             # for ranges that cannot be trusted.
             layout: list[tuple[int, int, str | None]] = []
@@ -116,27 +115,23 @@ class Recorder:
             view = memoryview(bytearray(min(_READ, max((n for _, n, sha in layout if sha is None), default=0))))
             out: list[Segment] = []
             for offset, length, known in layout:
-                digest = known or _hash_range(fd, offset, length, view)
+                digest = known or _hash_range(f, offset, length, view)
                 if digest is None:
                     return ()
                 out.append(Segment(offset, length, digest))
                 if progress is not None:
                     progress(length)
             return tuple(out)
-        finally:
-            os.close(fd)
 
 
-def _hash_range(fd: int, offset: int, size: int, view: memoryview) -> str | None:
-    """SHA-256 of ``size`` bytes of ``fd`` from ``offset``, read through ``view``; None if the file ends first."""
+def _hash_range(f: BinaryIO, offset: int, size: int, view: memoryview) -> str | None:
+    """SHA-256 of ``size`` bytes of ``f`` from ``offset``, read through ``view``; None if the file ends first."""
     digest = hashlib.sha256()
-    done = 0
-    while done < size:
-        n = os.preadv(fd, [view[: min(len(view), size - done)]], offset + done)
-        if n <= 0:
+    for start in range(offset, offset + size, len(view)):
+        chunk = view[: min(len(view), offset + size - start)]
+        if _fileio.read_at(f, start, chunk) < len(chunk):
             return None
-        digest.update(view[:n])
-        done += n
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -169,13 +169,7 @@ def read_segments(
                             scratch = bytearray(size)
                         buf = scratch
                     view = memoryview(buf)[:size]
-                    f.seek(offset)
-                    got = 0
-                    while got < size:
-                        n = f.readinto(view[got:])
-                        if not n:
-                            break
-                        got += n
+                    got = _fileio.read_at(f, offset, view)
                     digests[i] = hashlib.sha256(view[:got]).hexdigest()
                     counts[i] = got
                     view.release()

@@ -181,3 +181,21 @@ def test_early_writeback_leaves_files_intact_and_closes_what_it_opened(tmp_path)
     assert (tmp_path / "w.bin").read_bytes() == data * 8
     if before is not None:
         assert len(os.listdir(fd_dir)) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(max_size=3000),
+    offset=st.integers(0, 3500),
+    length=st.integers(0, 3500),
+)
+def test_read_at_fills_the_view_from_the_offset_and_stops_only_at_the_end(tmp_path_factory, data, offset, length):
+    path = tmp_path_factory.mktemp("read_at") / "f"
+    path.write_bytes(data)
+    buf = bytearray(b"\xaa" * length)
+    with open(path, "rb", buffering=0) as f:
+        got = _fileio.read_at(f, offset, memoryview(buf))
+    expected = data[offset : offset + length]
+    assert got == len(expected)
+    assert bytes(buf[:got]) == expected
+    assert bytes(buf[got:]) == b"\xaa" * (length - got)  # nothing written past what was read

@@ -100,3 +100,15 @@ def test_save_bundle_hashes_the_weights_in_segments_and_load_checks_them(tmp_pat
     assert all(not e.segments for e in manifest.files if e is not weights)
     restored = fr.load_bundle(str(path))
     np.testing.assert_array_equal(restored.model.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+
+
+def test_segments_are_recorded_where_os_has_no_preadv(tmp_path, monkeypatch):
+    # Windows has no os.preadv; the reads go through portable file objects instead.
+    monkeypatch.delattr(os, "preadv", raising=False)
+    monkeypatch.delattr(os, "pread", raising=False)
+    path = str(tmp_path / "w.h5")
+    with _inline_hash.recording(str(tmp_path)) as recorder:
+        _write(path, {"a": np.random.default_rng(2).random(BIG, "float32")})
+    segments = recorder.segments(path)
+    _check_tiles(path, segments)
+    assert len([s for s in segments if s.size >= _inline_hash.MIN_SEGMENT]) == 2
