@@ -877,7 +877,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a new temp dir); removed afterwards")
     ap.add_argument(
-        "--json-out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
+        "--json-out",
+        default=None,
+        help="write the raw numbers here as JSON (default: none, so a quick look never overwrites the "
+        "committed benchmarks/results/latest.json); --profile-ops files go beside it",
     )
     ap.add_argument("--cold-cache", action="store_true", help="drop load inputs from the page cache before each load")
     ap.add_argument(
@@ -1001,9 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
             profiles = {}
             for op in profile_ops:
-                prof_base = os.path.join(
-                    os.path.dirname(os.path.abspath(args.json_out)), f"profile_{op}_{label(params)}"
-                )
+                out_dir = os.path.dirname(os.path.abspath(args.json_out)) if args.json_out else os.getcwd()
+                prof_base = os.path.join(out_dir, f"profile_{op}_{label(params)}")
                 os.makedirs(os.path.dirname(prof_base), exist_ok=True)
                 r = run_child({**base_spec, "op": op, "rep": "prof", "profile": prof_base}, args.child_timeout, log)
                 if r.get("ok"):
@@ -1049,13 +1051,14 @@ def main(argv: list[str] | None = None) -> int:
         r.get("library_changed") for s in results["sizes"] for o in s.get("ops", {}).values() for r in o.get("reps", [])
     )
     print_report(results | {"sizes": ok_sizes}, log)
-    out = os.path.abspath(args.json_out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    out = os.path.abspath(args.json_out) if args.json_out else None
+    if out is not None:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1, default=str)
     if results["library_changed_during_run"]:
         log("\nWARNING: faithful_restore's source changed while this ran; the numbers mix library versions.")
-    log(f"\nraw numbers: {out}  (total wall {results['wall_seconds']:.0f} s)")
+    log(f"\nraw numbers: {out or 'not written (no --json-out)'}  (total wall {results['wall_seconds']:.0f} s)")
     return 0
 
 
