@@ -676,6 +676,11 @@ TARGETS = [
 
 LINEAR_OPS = OPS  # every measured operation is checked for linear scaling
 
+# The linearity rule judges each size by its fastest repetition. Decided in the session after two
+# full runs at ea44891 in which the median rule flagged a different 100M->300M step each time
+# (docs/performance.md, "How linearity is judged"); the median verdict is still computed and printed.
+LINEARITY_STATISTIC = "min"
+
 
 def linearity(sizes: list[dict]) -> dict:
     """Time per GB of state across sizes.
@@ -690,13 +695,26 @@ def linearity(sizes: list[dict]) -> dict:
     ``machine-bound`` rather than a failure: the library's own work did not grow faster than
     writing or reading the bytes did. The verdict says which rule each step passed by. It is
     PASS/FAIL only when the sizes run include <= 10M and >= 300M; otherwise PARTIAL.
+
+    Each size is represented by its *fastest* repetition (``LINEARITY_STATISTIC``), for the op
+    and for its floor alike. A hidden quadratic step adds time to every repetition, the fastest
+    included, while this machine's noise only ever adds time (host memory faults, a virtual disk
+    whose fsync speed changes 2.5x from one minute to the next), so the minimum is the estimate
+    of the work least disturbed by it (the argument of Python's ``timeit``). The same criterion
+    applied to the medians is returned under ``by_median`` as information.
     """
+    judged = _linearity_by(sizes, LINEARITY_STATISTIC)
+    return {**judged, "statistic": LINEARITY_STATISTIC, "by_median": _linearity_by(sizes, "median")}
+
+
+def _linearity_by(sizes: list[dict], statistic: str) -> dict:
     sizes = sorted(sizes, key=lambda s: s["params"])
     table: dict[str, dict[str, float | None]] = {}
     for op in LINEAR_OPS:
         row: dict[str, float | None] = {}
         for s in sizes:
-            t = med(s, op)
+            summary = s["ops"].get(op, {}).get("seconds")
+            t = summary[statistic] if summary else None
             gb = s["setup"].get("bundle_bytes", 0) / GB
             row[label(s["params"])] = t / gb if t is not None and gb else None
         table[op] = row
@@ -798,7 +816,10 @@ def print_report(results: dict, log) -> None:
                     log(f"      {desc:<52} {sec:8.3f} s")
     lin = results["linearity"]
     log("")
-    log("=== seconds per GB of bundle bytes (linear scaling => roughly constant or falling)")
+    log(
+        f"=== seconds per GB of bundle bytes, {lin['statistic']} of the repetitions "
+        "(linear scaling => roughly constant or falling)"
+    )
     cols = list(next(iter(lin["seconds_per_GB"].values()), {}).keys())
     log(f"    {'operation':<26}" + "".join(f"{c:>12}" for c in cols))
     for op, row in lin["seconds_per_GB"].items():
@@ -819,7 +840,13 @@ def print_report(results: dict, log) -> None:
         v = item["value"]
         log(f"    [{item['verdict']:<11}] {item['target']:<85} measured {'-' if v is None else f'{v:.3f}'}")
     short = lin["verdict"].split(" (")[0]
-    log(f"    [{short:<11}] time linear 10M..300M: {lin['verdict']}")
+    log(f"    [{short:<11}] time linear 10M..300M ({lin['statistic']} of the repetitions): {lin['verdict']}")
+    by_median = lin["by_median"]
+    worst = by_median["worst_growth_per_GB_between_sizes"]
+    log(
+        f"    [{'info':<11}] the same rule on the medians: {by_median['verdict']}"
+        + ("" if worst is None else f"; worst per-GB growth x{worst:.2f}")
+    )
 
 
 def judge(results: dict) -> dict:

@@ -573,3 +573,66 @@ def test_probe_leaves_random_state_untouched(tmp_path):
     restored = [np.asarray(v) for v in bundle.model.variables if v.name == "seed_generator_state"]
     for before, after in zip(seeds, restored):
         np.testing.assert_array_equal(before, after)
+
+
+# Python-level work, counted in calls, is deterministic where wall time on a shared machine is
+# not: a step that is quadratic in the layer count (Keras' Sequential.from_config rebuilds the
+# model after every add) shows as a growing cost per added layer. Tensor bytes are moved by C
+# loops, which the benchmark's linearity rule covers (benchmarks/bench_save_load.py).
+def _python_calls(fn) -> int:
+    import sys
+
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def _dense_stack(kind: str, layers: int, width: int):
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((width,))] + [keras.layers.Dense(width) for _ in range(layers)])
+    else:
+        x = inputs = keras.Input((width,))
+        for _ in range(layers):
+            x = keras.layers.Dense(width)(x)
+        model = keras.Model(inputs, x)
+    model.compile(optimizer="adam", loss="mse")
+    model.train_on_batch(np.zeros((2, width)), np.zeros((2, width)))
+    return model
+
+
+def _calls_per_operation(tmp_path, model, name: str) -> dict[str, int]:
+    path = str(tmp_path / name)
+    return {
+        "save_bundle": _python_calls(lambda: fr.save_bundle(model, path)),
+        "load_bundle": _python_calls(lambda: fr.load_bundle(path)),
+        "verify_bundle": _python_calls(lambda: fr.verify_bundle(path)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_work_per_layer_does_not_grow_with_the_layer_count(tmp_path, kind):
+    warm = _dense_stack(kind, 2, 4)
+    _calls_per_operation(tmp_path, warm, "warm")  # first calls fill caches; not part of the cost
+    counts = {n: _calls_per_operation(tmp_path, _dense_stack(kind, n, 4), f"n{n}") for n in (4, 12, 36)}
+    for op in counts[4]:
+        small = (counts[12][op] - counts[4][op]) / 8
+        large = (counts[36][op] - counts[12][op]) / 24
+        assert large <= 1.1 * small, f"{op}: {small:.0f} calls per added layer at 4..12, {large:.0f} at 12..36"
+
+
+def test_python_work_does_not_grow_with_tensor_bytes(tmp_path):
+    _calls_per_operation(tmp_path, _dense_stack("sequential", 2, 4), "warm")
+    narrow = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 8), "narrow")
+    wide = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 1024), "wide")  # 38 MB with Adam
+    for op, calls in narrow.items():
+        assert wide[op] <= 1.1 * calls, f"{op}: {calls} calls for 3 x Dense(8), {wide[op]} for 3 x Dense(1024)"
