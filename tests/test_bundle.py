@@ -575,10 +575,12 @@ def test_probe_leaves_random_state_untouched(tmp_path):
         np.testing.assert_array_equal(before, after)
 
 
-# Python-level work, counted in calls, is deterministic where wall time on a shared machine is
-# not: a step that is quadratic in the layer count (Keras' Sequential.from_config rebuilds the
-# model after every add) shows as a growing cost per added layer. Tensor bytes are moved by C
-# loops, which the benchmark's linearity rule covers (benchmarks/bench_save_load.py).
+# Python-level work on the calling thread, counted in calls, is deterministic where wall time on a
+# shared machine is not: a step that is quadratic in the layer count (Keras' Sequential.from_config
+# rebuilds the model after every add) shows as a growing cost per added layer. Tensor bytes are
+# moved by C loops, which the benchmark's linearity rule covers (benchmarks/bench_save_load.py).
+# The reading and hashing threads are not counted: their calls are per file and per tensor, and
+# the write-back poller's grow with elapsed time, which would make the counts timing-dependent.
 def _python_calls(fn) -> int:
     import sys
 
@@ -589,11 +591,12 @@ def _python_calls(fn) -> int:
         if event in ("call", "c_call"):
             calls += 1
 
+    previous = sys.getprofile()  # e.g. a profiler the whole test session runs under
     sys.setprofile(count)
     try:
         fn()
     finally:
-        sys.setprofile(None)
+        sys.setprofile(previous)
     return calls
 
 
@@ -621,6 +624,10 @@ def _calls_per_operation(tmp_path, model, name: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("kind", ["sequential", "functional"])
 def test_work_per_layer_does_not_grow_with_the_layer_count(tmp_path, kind):
+    import inspect
+
+    if kind == "sequential" and "rebuild" not in inspect.signature(keras.Sequential.add).parameters:
+        pytest.skip("this Keras' Sequential.add cannot skip its rebuild, so loads keep Keras' per-layer rebuild")
     warm = _dense_stack(kind, 2, 4)
     _calls_per_operation(tmp_path, warm, "warm")  # first calls fill caches; not part of the cost
     counts = {n: _calls_per_operation(tmp_path, _dense_stack(kind, n, 4), f"n{n}") for n in (4, 12, 36)}
@@ -631,8 +638,11 @@ def test_work_per_layer_does_not_grow_with_the_layer_count(tmp_path, kind):
 
 
 def test_python_work_does_not_grow_with_tensor_bytes(tmp_path):
+    # Both widths give tensors of at least 1 MiB, which take the segment path on save and load.
     _calls_per_operation(tmp_path, _dense_stack("sequential", 2, 4), "warm")
-    narrow = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 8), "narrow")
-    wide = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 1024), "wide")  # 38 MB with Adam
+    narrow = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 640), "narrow")  # 15 MB with Adam
+    wide = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 2048), "wide")  # 151 MB
     for op, calls in narrow.items():
-        assert wide[op] <= 1.1 * calls, f"{op}: {calls} calls for 3 x Dense(8), {wide[op]} for 3 x Dense(1024)"
+        # Today: +6 calls for the save, none for the load, about +220 for verify_bundle (8 MiB reads).
+        # A Python loop over 64 KiB pieces of the extra bytes would add over 2,000.
+        assert wide[op] - calls <= 1000, f"{op}: {calls} calls for 3 x Dense(640), {wide[op]} for 3 x Dense(2048)"
