@@ -685,7 +685,7 @@ _FLOOR_OF = {
 }
 
 # A step must pass on the medians and on the fastest repetitions alike. History: judged on medians
-# up to ea44891; on minimums alone at 0a26536 (after two runs whose medians each flagged a
+# up to 38c0847; on minimums alone at 0a26536 (after two runs whose medians each flagged a
 # different 100M->300M step); on both since a review showed that a fast outlier in a floor's
 # repetitions makes the minimum's machine-bound allowance wide enough to pass a quadratic step.
 # docs/performance.md, "How linearity is judged".

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -41,6 +42,7 @@ def test_benchmark_smoke(tmp_path):
     assert "load_bundle" in proc.stdout and "keras_load" in proc.stdout
 
 
+@functools.cache  # one copy of the script's module for every test
 def _bench_module():
     import importlib.util
 
