@@ -108,12 +108,20 @@ def skew_findings(diffs: list[tuple[str, Any, Any]]) -> list[Finding]:
 
 class _Comparison:
     def __init__(
-        self, original: _Side, restored: _Side, rtol: float, atol: float, restored_disposable: bool = False
+        self,
+        original: _Side,
+        restored: _Side,
+        rtol: float,
+        atol: float,
+        restored_disposable: bool = False,
+        original_outputs: tuple[list[np.ndarray], float] | None = None,
     ) -> None:
         self.o, self.r = original, restored
         self.rtol, self.atol = rtol, atol
         # The restored model is thrown away afterwards (assert_roundtrip): step it in place.
         self.restored_disposable = restored_disposable
+        # The original's outputs on the inputs and their noise floor, when already computed.
+        self.original_outputs = original_outputs
         self.findings: list[Finding] = []
         self.checks: list[str] = []
         self.pairs: list[tuple[str, Any, str, Any]] = []
@@ -525,19 +533,22 @@ class _Comparison:
         model_o, model_r = self.o.model, self.r.model
         distributed = _training_step.is_distributed(model_o)
         try:
-            if distributed:
+            if self.original_outputs is not None and not distributed:
+                first, noise = self.original_outputs
+            elif distributed:
                 with _random_state.preserved(model_o):
                     first = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
                     second = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
             else:
                 first = _probe.run(model_o, inputs)
                 second = _probe.run(model_o, inputs)
+            if self.original_outputs is None or distributed:
+                noise = max((d for d, _ in _probe.max_differences(first, second)), default=0.0)
         except Exception as e:  # noqa: BLE001 - a model that cannot take the probe is reported
             raise BundleError(
                 f"the original model cannot be called on the probe inputs: {type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}; pass sample_inputs it accepts."
             ) from e
-        noise = max((d for d, _ in _probe.max_differences(first, second)), default=0.0)
         explained = self.error_causes() & _EXPLAINS_OUTPUTS
         try:
             found = _probe.run(model_r, inputs)
@@ -805,9 +816,12 @@ def compare_sides(
     sample_targets: Any,
     loss_fn: Callable[..., Any] | None,
     restored_disposable: bool = False,
+    original_outputs: tuple[list[np.ndarray], float] | None = None,
 ) -> Report:
     """:func:`compare`; with ``restored_disposable`` the restored model may be changed (its next
-    training step runs in place instead of on a copy)."""
+    training step runs in place instead of on a copy). ``original_outputs`` (the original's
+    inference outputs on ``sample_inputs`` and their run-to-run noise floor, as a probe records
+    them) saves computing them again."""
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
             raise BundleError(f"{name} must be a non-negative number, found {value!r}.")
@@ -819,7 +833,7 @@ def compare_sides(
         r = _side(restored, "restored")
     except IntegrityError as e:
         return integrity_report(str(restored), e, "restored bundle")
-    cmp = _Comparison(o, r, float(rtol), float(atol), restored_disposable)
+    cmp = _Comparison(o, r, float(rtol), float(atol), restored_disposable, original_outputs)
     cmp.environment()
     cmp.signature()
     cmp.layers()

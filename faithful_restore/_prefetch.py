@@ -135,12 +135,14 @@ def read_segments(
     segments: Sequence[tuple[int, int]],
     progress: Callable[[int], None] | None = None,
     workers: int = _WORKERS,
+    hashing: bool = True,
 ) -> tuple[int, list[str], dict[int, np.ndarray]]:
     """Reads the file's ``(offset, size)`` segments on ``workers`` threads, hashing each.
 
     Returns (bytes read, SHA-256 hex digest per segment, {offset: buffer} for segments of at least
     :data:`MIN_KEEP` bytes). A file shorter than its segments yields a short count and digests of
-    what was there, so the caller's size and digest checks name the damage.
+    what was there, so the caller's size and digest checks name the damage. With ``hashing=False``
+    the digests are empty strings (see ``_bundle.reading_back``).
     """
     digests: list[str] = [""] * len(segments)
     counts = [0] * len(segments)
@@ -170,7 +172,8 @@ def read_segments(
                         buf = scratch
                     view = memoryview(buf)[:size]
                     got = _fileio.read_at(f, offset, view)
-                    digests[i] = hashlib.sha256(view[:got]).hexdigest()
+                    if hashing:
+                        digests[i] = hashlib.sha256(view[:got]).hexdigest()
                     counts[i] = got
                     view.release()
                     with lock:

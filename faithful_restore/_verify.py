@@ -18,6 +18,7 @@ from faithful_restore._bundle import (
     load_bundle,
     read_manifest,
     read_probe,
+    reading_back,
     restore,
     save_bundle,
     verified_copy,
@@ -310,8 +311,14 @@ def assert_roundtrip(
     fresh = {name: obj for name, obj in fresh.items() if obj is not None}
     with _scratch_path(path) as target:
         with _fileio.scratch_writes():  # a temporary bundle: no fsync (see scratch_writes)
-            save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
-        restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
+            manifest = save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
+        with reading_back(target):  # hashed as it was written, just now (see reading_back)
+            restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
+        recorded = None
+        if manifest.probe is not None and sample_inputs is not None:
+            # save_bundle ran the original on these inputs twice (its probe): use those outputs.
+            probe = read_probe(target, manifest)
+            recorded = (probe.outputs, probe.noise_floor)
         original = Bundle(
             model,
             optimizer=save_kwargs.get("optimizer") or getattr(model, "optimizer", None),
@@ -320,7 +327,7 @@ def assert_roundtrip(
         )
         # The restored bundle is ours and discarded afterwards, so its training step runs in place.
         report = compare_sides(
-            original, restored, sample_inputs, rtol, atol, check_training_step, sample_targets, loss_fn, True
+            original, restored, sample_inputs, rtol, atol, check_training_step, sample_targets, loss_fn, True, recorded
         )
     if not report.ok:
         raise RoundtripError(report.to_text(), report)
