@@ -45,6 +45,12 @@ Method
   part of a file); with ``--cold-cache`` every such file is fsynced and dropped from the page
   cache with ``posix_fadvise(DONTNEED)`` instead. Every child runs ``os.sync()`` before timing, so
   no operation pays for the write-back of an earlier child's files.
+* Paired floors: a child that measures ``save_bundle``, ``assert_roundtrip`` or ``load_bundle``
+  then removes what the op wrote, and times the raw floor of the same bytes (``raw_write`` or
+  ``raw_read``, set up as in the floor's own children) in the same process, moments later. The
+  linearity verdict is judged on op / paired floor per repetition (see ``paired_linearity``);
+  the op's own time, memory and every ratio target are measured before the floor runs, as
+  before.
 * The model: ``n`` Dense(w) layers on a w-wide input, n = ceil(params / (2048*2049)) and w solved
   so that n*(w*w + w) ~= params, so array sizes stay ~16 MB while the layer count grows with the
   parameter count. Float32 throughout.
@@ -498,7 +504,36 @@ def child_measure(spec: dict) -> dict:
             shutil.rmtree(p, ignore_errors=True)
         elif os.path.exists(p):
             os.remove(p)
+    floor = _FLOOR_OF.get(op)
+    if floor is not None and profiler is None:
+        out["paired_floor"] = floor
+        out["paired_floor_seconds"] = paired_floor(
+            floor, model, paths, scratch + "_floor", spec.get("cold_cache", False)
+        )
     return out
+
+
+def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool) -> float:
+    """Times ``floor`` (raw_write or raw_read of the same bytes) in this child, right after the op.
+
+    Set up as that floor's own children are: written outputs removed, page cache warm (or dropped
+    with ``cold``), ``os.sync()`` first. The linearity rule divides the op's time by this one, so
+    the machine's mode at that moment (page-cache or disk speed) cancels out (see ``linearity``).
+    """
+    gc.collect()
+    if floor == "raw_read":
+        files = files_under(paths["raw"])
+        if cold:
+            drop_from_page_cache(files)
+        else:
+            read_into_page_cache(files)
+    os.sync()
+    t0 = time.perf_counter()
+    result = raw_write(model, scratch) if floor == "raw_write" else raw_read(paths["raw"])
+    seconds = time.perf_counter() - t0
+    del result
+    shutil.rmtree(scratch, ignore_errors=True)
+    return seconds
 
 
 # Functions whose cumulative time tells where save_bundle / load_bundle spend their time.
@@ -684,17 +719,80 @@ _FLOOR_OF = {
     "load_bundle": "raw_read",
 }
 
-# A step must pass on the medians and on the fastest repetitions alike. History: judged on medians
-# up to 38c0847; on minimums alone at 0a26536 (after two runs whose medians each flagged a
-# different 100M->300M step); on both since a review showed that a fast outlier in a floor's
-# repetitions makes the minimum's machine-bound allowance wide enough to pass a quadratic step.
-# docs/performance.md, "How linearity is judged".
+# The unpaired rule (information since the paired rule, below, decides): a step must pass on the
+# medians and on the fastest repetitions alike. History: judged on medians up to 38c0847; on
+# minimums alone at 0a26536; on both at 4f32792, after a review showed that a fast outlier in a
+# floor's repetitions widens the minimum's machine-bound allowance enough to pass a quadratic
+# step. Runs 1-4 showed that comparing children minutes apart is decided by which of this VM's
+# modes each landed in, hence the paired floor. docs/performance.md, "How linearity is judged".
 LINEARITY_STATISTICS = ("median", "min")
 _SEVERITY = {"linear": 0, "machine-bound": 1, "super-linear": 2}
 
 
+PAIRED_GROWTH_LIMIT = 1.2
+
+
 def linearity(sizes: list[dict]) -> dict:
-    """Time per GB of state across sizes.
+    """The linearity verdict: the paired rule (see ``paired_linearity``); the unpaired rule is kept as information."""
+    paired = paired_linearity(sizes)
+    return {
+        "rule": "paired floor",
+        "verdict": paired["verdict"],
+        "paired": paired,
+        "unpaired": unpaired_linearity(sizes),
+    }
+
+
+def paired_linearity(sizes: list[dict]) -> dict:
+    """Op time over the raw floor timed in the same child right after it, across sizes.
+
+    Every repetition of a judged op (``_FLOOR_OF``) also times its floor (the same bytes written
+    with NumPy + fsync, or read back) in the same process, moments later, so both run in whatever
+    mode the machine is in then. Per size the median over repetitions of op/floor is taken; the
+    floor is linear in bytes by construction, so this ratio stays flat or falls (fixed costs
+    amortised) when the op scales linearly. A step between consecutive sizes is ``linear`` when
+    the ratio grows by at most ``PAIRED_GROWTH_LIMIT`` (20%), else ``super-linear``: a quadratic
+    step in the library grows it 3x from 100M to 300M. Runs without paired floors (results
+    before this rule) are ``NOT MEASURED``.
+    """
+    sizes = sorted(sizes, key=lambda s: s["params"])
+    labels = [label(s["params"]) for s in sizes]
+    table: dict[str, dict[str, float | None]] = {}
+    for op in _FLOOR_OF:
+        row = {}
+        for lab, s in zip(labels, sizes):
+            o = s["ops"].get(op)
+            row[lab] = o["paired_ratio"]["median"] if o and o.get("paired_ratio") else None
+        table[op] = row
+    growth: dict[str, list[dict]] = {}
+    worst = None
+    missing = []
+    for op, row in table.items():
+        ran = [lab for lab, s in zip(labels, sizes) if s["ops"].get(op, {}).get("seconds")]
+        missing += [f"{op}@{lab}" for lab in ran if row[lab] is None]
+        steps = []
+        for a, b in zip(ran, ran[1:]):
+            if row[a] and row[b]:
+                g = row[b] / row[a]
+                worst = g if worst is None else max(worst, g)
+                rule = "linear" if g <= PAIRED_GROWTH_LIMIT else "super-linear"
+                steps.append({"from": a, "to": b, "floor": _FLOOR_OF[op], "growth": g, "rule": rule})
+        growth[op] = steps
+    if missing:
+        verdict = f"NOT MEASURED (no paired floor for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})"
+    else:
+        verdict = _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
+    return {
+        "op_over_paired_floor": table,
+        "growth_between_sizes": growth,
+        "worst_growth_between_sizes": worst,
+        "limit": PAIRED_GROWTH_LIMIT,
+        "verdict": verdict,
+    }
+
+
+def unpaired_linearity(sizes: list[dict]) -> dict:
+    """Time per GB of state across sizes, each op against its floor's own children (information only).
 
     Criterion (per judged op): going from each size to the next larger one, seconds per GB of
     bundle bytes must not grow by more than 20% (fixed costs make small sizes *more* expensive
@@ -705,7 +803,8 @@ def linearity(sizes: list[dict]) -> dict:
     step whose growth exceeds 20% but stays within 1.2x of the floor's growth is reported as
     ``machine-bound`` rather than a failure: the library's own work did not grow faster than
     writing or reading the bytes did. The verdict says which rule each step passed by. It is
-    PASS/FAIL only when the sizes run include <= 10M and >= 300M; otherwise PARTIAL.
+    PASS/FAIL only when the sizes run include <= 10M and >= 300M; otherwise PARTIAL (the same
+    holds for the paired rule).
 
     The criterion is applied twice, to each size's median and to its fastest repetition, for the
     op and its floor alike, and a step counts by the worse of the two. Either statistic alone can
@@ -793,7 +892,7 @@ def _verdict(sizes: list[dict], rules: list[str], worst: float | None) -> str:
         )
     return (
         f"PARTIAL ({'no super-linear growth' if ok else 'super-linear growth'} over {rng}, worst "
-        f"per-GB growth {worst:.2f}x; 10M..300M not fully covered)"
+        f"growth per step {worst:.2f}x; 10M..300M not fully covered)"
     )
 
 
@@ -841,8 +940,26 @@ def print_report(results: dict, log) -> None:
                 log(f"    profile of {op} ({fmt_s(prof.get('seconds'))} s under cProfile; {prof.get('profile_file')}):")
                 for desc, sec in (prof.get("profile_phases") or {}).items():
                     log(f"      {desc:<52} {sec:8.3f} s")
-    lin = results["linearity"]
+    paired = results["linearity"]["paired"]
     log("")
+    log(
+        "=== op time / raw floor timed right after it in the same child (median over repetitions; "
+        f"linear scaling => flat or falling; a step may grow at most x{paired['limit']:.1f})"
+    )
+    cols = [label(s["params"]) for s in sorted(sizes, key=lambda s: s["params"])]
+    log(f"    {'operation':<26}{'floor':>10}" + "".join(f"{c:>10}" for c in cols))
+    for op, row in paired["op_over_paired_floor"].items():
+        if any(v is not None for v in row.values()):
+            log(
+                f"    {op:<26}{_FLOOR_OF[op]:>10}"
+                + "".join(f"{'-' if row.get(c) is None else f'{row[c]:.3f}':>10}" for c in cols)
+            )
+    for op, steps in paired["growth_between_sizes"].items():
+        for st in steps:
+            log(f"    {op:<26} {st['from']}->{st['to']}: op/floor x{st['growth']:.2f} => {st['rule']}")
+    lin = results["linearity"]["unpaired"]
+    log("")
+    log("=== [info] the unpaired rule: each op against its floor's own children, minutes apart")
     stats = lin["statistics"]
     log(
         f"=== seconds per GB of bundle bytes, {' / '.join(stats)} of the repetitions "
@@ -872,11 +989,12 @@ def print_report(results: dict, log) -> None:
     for item in t["items"]:
         v = item["value"]
         log(f"    [{item['verdict']:<11}] {item['target']:<85} measured {'-' if v is None else f'{v:.3f}'}")
-    short = lin["verdict"].split(" (")[0]
-    log(f"    [{short:<11}] time linear 10M..300M ({' and '.join(stats)} both): {lin['verdict']}")
+    short = paired["verdict"].split(" (")[0]
+    log(f"    [{short:<11}] time linear 10M..300M (op / paired floor): {paired['verdict']}")
+    log(f"    [{'info':<11}] unpaired rule, {' and '.join(stats)} both: {lin['verdict']}")
     for stat in stats:
         alone = lin[f"by_{stat}"]
-        log(f"    [{'info':<11}] the rule on the {stat} alone: {alone['verdict']}")
+        log(f"    [{'info':<11}] unpaired rule on the {stat} alone: {alone['verdict']}")
 
 
 def judge(results: dict) -> dict:
@@ -1071,8 +1189,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = {}
             for op, reps in raw.items():
                 ok = [r for r in reps if r.get("ok")]
+                paired = [r["seconds"] / r["paired_floor_seconds"] for r in ok if r.get("paired_floor_seconds")]
                 summary[op] = {
                     "seconds": summarize([r["seconds"] for r in ok]),
+                    "paired_floor_seconds": summarize(
+                        [r["paired_floor_seconds"] for r in ok if "paired_floor_seconds" in r]
+                    ),
+                    "paired_ratio": summarize(paired) if len(paired) == len(ok) else None,
                     "peak_above_baseline": summarize([r["peak_above_baseline"] for r in ok]),
                     "sampled_peak_above_baseline": summarize([r["sampled_peak_above_baseline"] for r in ok]),
                     "retained_above_baseline": summarize([r["retained_above_baseline"] for r in ok]),

@@ -62,6 +62,11 @@ def _size(params: int, gb: float, seconds: dict[str, float | list[float]]) -> di
     }
 
 
+def _with_paired(size: dict, op: str, ratios: list[float]) -> dict:
+    size["ops"][op]["paired_ratio"] = _bench_module().summarize(ratios)
+    return size
+
+
 def _three_sizes(save_300m, raw_300m) -> list[dict]:
     return [
         _size(10_000_000, 0.12, {"save_bundle": 0.12, "raw_write": 0.12, "load_bundle": 0.2, "raw_read": 0.05}),
@@ -79,14 +84,14 @@ def _three_sizes(save_300m, raw_300m) -> list[dict]:
     ],
 )
 def test_linearity_judges_growth_against_the_floor(save_300m, raw_300m, verdict):
-    result = _bench_module().linearity(_three_sizes(save_300m, raw_300m))
+    result = _bench_module().unpaired_linearity(_three_sizes(save_300m, raw_300m))
     assert result["verdict"].startswith(verdict), result["verdict"]
 
 
 def test_a_slow_spell_in_most_repetitions_fails_the_median_and_so_the_verdict():
     # Two of three 300M saves hit a slow spell: the fastest one alone would pass, the medians do
     # not, and a step counts by the worse of the two.
-    result = _bench_module().linearity(_three_sizes([3.6, 7.0, 7.3], [3.6, 3.7, 3.6]))
+    result = _bench_module().unpaired_linearity(_three_sizes([3.6, 7.0, 7.3], [3.6, 3.7, 3.6]))
     assert result["statistics"] == ["median", "min"]
     assert result["by_min"]["verdict"] == "PASS", result["by_min"]["verdict"]
     assert result["by_median"]["verdict"].startswith("FAIL"), result["by_median"]["verdict"]
@@ -102,7 +107,7 @@ def test_a_fast_outlier_in_the_floor_does_not_excuse_a_quadratic_step():
     sizes[1] = _size(
         100_000_000, 1.2, {"save_bundle": 1.2, "raw_write": [0.45, 1.2, 1.25], "load_bundle": 1.5, "raw_read": 0.5}
     )
-    result = _bench_module().linearity(sizes)
+    result = _bench_module().unpaired_linearity(sizes)
     assert result["by_min"]["verdict"].startswith("PASS"), result["by_min"]["verdict"]
     assert result["verdict"].startswith("FAIL"), result["verdict"]
     assert result["growth_per_GB_between_sizes"]["save_bundle"][-1]["rule"] == "super-linear"
@@ -110,6 +115,44 @@ def test_a_fast_outlier_in_the_floor_does_not_excuse_a_quadratic_step():
 
 def test_linearity_fails_a_quadratic_step_that_every_repetition_shows():
     # Every 300M repetition is 1.5x slower per GB than at 100M while the floor stays linear.
-    result = _bench_module().linearity(_three_sizes([5.4, 5.5, 6.9], [3.6, 3.6, 5.0]))
+    result = _bench_module().unpaired_linearity(_three_sizes([5.4, 5.5, 6.9], [3.6, 3.6, 5.0]))
     assert result["verdict"].startswith("FAIL"), result["verdict"]
     assert result["growth_per_GB_between_sizes"]["save_bundle"][-1]["rule"] == "super-linear"
+
+
+def _paired_sizes(save_ratio_300m: list[float]) -> list[dict]:
+    # The 300M saves ran at disk speed (3x slower per GB than at 100M) and so did the raw writes
+    # in their own children: the unpaired floor was caught in a page-cache mode and stayed linear.
+    sizes = _three_sizes([10.8, 10.9, 11.0], [3.6, 3.6, 3.7])
+    ratios = {
+        "save_bundle": [[1.6, 1.5, 1.7], [1.0, 1.05, 0.95], save_ratio_300m],
+        "load_bundle": [[4.0, 4.1, 3.9], [3.0, 3.1, 2.9], [3.0, 3.0, 3.1]],
+    }
+    for op, per_size in ratios.items():
+        for size, values in zip(sizes, per_size):
+            _with_paired(size, op, values)
+    return sizes
+
+
+def test_paired_rule_passes_a_step_where_op_and_its_same_child_floor_slowed_alike():
+    result = _bench_module().linearity(_paired_sizes([1.05, 1.0, 1.1]))
+    assert result["rule"] == "paired floor"
+    assert result["verdict"] == "PASS", result["verdict"]
+    assert result["unpaired"]["verdict"].startswith("FAIL")  # separate children: the modes decided
+    last = result["paired"]["growth_between_sizes"]["save_bundle"][-1]
+    assert last["from"] == "100M" and last["to"] == "300M" and last["rule"] == "linear"
+
+
+def test_paired_rule_fails_a_step_where_the_op_outgrew_its_same_child_floor():
+    # The op took 1.5x its floor's time at 300M against 1.0x at 100M, in the median repetition.
+    result = _bench_module().linearity(_paired_sizes([1.0, 1.5, 1.6]))
+    assert result["verdict"].startswith("FAIL"), result["verdict"]
+    last = result["paired"]["growth_between_sizes"]["save_bundle"][-1]
+    assert last["rule"] == "super-linear" and abs(last["growth"] - 1.5) < 1e-9
+
+
+def test_paired_rule_is_not_measured_without_paired_floors():
+    # Results from before the paired floor existed (runs 1-4) get no paired verdict.
+    result = _bench_module().linearity(_three_sizes(3.6, 3.6))
+    assert result["verdict"].startswith("NOT MEASURED"), result["verdict"]
+    assert result["unpaired"]["verdict"] == "PASS"
