@@ -17,7 +17,6 @@ Layout (see docs/bundle-format.md)::
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as _dt
 import json
 import os
@@ -502,27 +501,6 @@ def read_manifest(root: str, label: str | None = None) -> Manifest:
     return parse(raw)
 
 
-# The path of the bundle that assert_roundtrip has just written and now loads (see reading_back).
-_read_back: contextvars.ContextVar[str | None] = contextvars.ContextVar("faithful_restore_read_back", default=None)
-
-
-@contextlib.contextmanager
-def reading_back(root: str) -> Iterator[None]:
-    """Within the block, loading the local bundle at ``root`` skips comparing file digests.
-
-    Only for assert_roundtrip's temporary bundle: save_bundle hashed those bytes as it wrote them,
-    moments earlier, into a directory this call created, so hashing them again would test the file
-    system, not the round trip. The listing, every file's size, the HDF5 safety scan and the load
-    path itself (segment buffers, donation) stay as for any load. Other bundles, and ``root``
-    reached through another spelling, are checked in full.
-    """
-    token = _read_back.set(_fileio.as_path(root))
-    try:
-        yield
-    finally:
-        _read_back.reset(token)
-
-
 def verify_files(
     root: str,
     manifest: Manifest,
@@ -532,7 +510,6 @@ def verify_files(
     only: Collection[str] | None = None,
     listing: bool = True,
     keep: _prefetch.Buffers | None = None,
-    digests: bool = True,
 ) -> None:
     """Checks that the bundle holds exactly the manifest's files with their sizes and digests.
 
@@ -540,8 +517,7 @@ def verify_files(
     ``label`` names the bundle in messages when ``root`` is a snapshot of it. ``only`` limits the
     hashing to some files; ``listing=False`` skips the missing/extra-file check. With ``keep``, the
     large segments of local segmented files are read into buffers, checked, and kept there for
-    the load (see :mod:`_prefetch`). ``digests=False`` (a local bundle being read back, see
-    :func:`reading_back`) checks sizes only.
+    the load (see :mod:`_prefetch`).
 
     Raises:
         IntegrityError: naming the first missing, extra, resized, modified or linked file.
@@ -553,7 +529,7 @@ def verify_files(
     if only is not None:
         listed = {rel: entry for rel, entry in listed.items() if rel in set(only)}
     progress = _progress.Bytes(f"faithful_restore: checking {shown}", sum(e.size for e in listed.values()), verbose)
-    _hash_files(root, listed, shown, copy_to, progress, keep, digests)
+    _hash_files(root, listed, shown, copy_to, progress, keep)
 
 
 def _check_listing(root: str, listed: dict[str, FileEntry], shown: str) -> None:
@@ -581,10 +557,8 @@ def _hash_files(
     copy_to: str | None,
     progress: _progress.Bytes,
     keep: _prefetch.Buffers | None = None,
-    check_digests: bool = True,
 ) -> None:
     local = _fileio.is_local(root)
-    sizes_only = local and copy_to is None and not check_digests
     for rel, entry in sorted(listed.items()):
         full = _fileio.join(root, *rel.split("/"))
         if local:
@@ -594,19 +568,14 @@ def _hash_files(
         kept: dict[int, Any] = {}
         if keep is not None and copy_to is None and entry.segments and local:
             segments = [(s.offset, s.size) for s in entry.segments]
-            size, digests, kept = _prefetch.read_segments(full, segments, progress.add, hashing=not sizes_only)
-        elif sizes_only:
-            continue  # checked above; nothing is kept from it
+            size, digests, kept = _prefetch.read_segments(full, segments, progress.add)
         elif copy_to is not None:
             size, digests = _fileio.copy_hashing(
                 full, os.path.join(copy_to, *rel.split("/")), progress.add, entry.bounds
             )
         else:
             size, digests = _fileio.hash_segments(full, entry.bounds, progress.add)
-        if sizes_only:
-            _check_size(rel, entry, size)  # the file was cut short while it was read
-        else:
-            _check_digests(rel, entry, size, digests)
+        _check_digests(rel, entry, size, digests)
         if keep is not None and kept:
             keep.add(full, kept)  # only once the file's digests passed
 
@@ -747,7 +716,7 @@ def _can_overlap(view: str, manifest: Manifest) -> bool:
 
 
 def _background_hashing(
-    view: str, manifest: Manifest, label: str, verbose: bool | str, keep: _prefetch.Buffers, digests: bool = True
+    view: str, manifest: Manifest, label: str, verbose: bool | str, keep: _prefetch.Buffers
 ) -> contextlib.AbstractContextManager[Callable[[], None]]:
     """Hashes every file but the config on a thread; yields the wait that raises its failure.
 
@@ -756,9 +725,7 @@ def _background_hashing(
     """
     others = [rel for rel in manifest.file_map if rel != MODEL_CONFIG]
     return _fileio.in_background(
-        lambda: verify_files(
-            view, manifest, label=label, verbose=verbose, only=others, listing=False, keep=keep, digests=digests
-        ),
+        lambda: verify_files(view, manifest, label=label, verbose=verbose, only=others, listing=False, keep=keep),
         "hash",
     )
 
@@ -916,11 +883,10 @@ def _load_verified(
     verbose: bool | str,
 ) -> Bundle:
     if _can_overlap(view, manifest):
-        digests = _read_back.get() != root
         # The listing and the config are verified first; the rest is hashed while Keras builds.
-        verify_files(view, manifest, label=root, verbose=False, only=[MODEL_CONFIG], digests=digests)
+        verify_files(view, manifest, label=root, verbose=False, only=[MODEL_CONFIG])
         buffers = _prefetch.Buffers()
-        with _background_hashing(view, manifest, root, verbose, buffers, digests) as weights_verified:
+        with _background_hashing(view, manifest, root, verbose, buffers) as weights_verified:
             try:
                 diffs = check_environment(manifest, on_version_skew)
                 bundle = restore(

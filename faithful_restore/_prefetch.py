@@ -135,14 +135,12 @@ def read_segments(
     segments: Sequence[tuple[int, int]],
     progress: Callable[[int], None] | None = None,
     workers: int = _WORKERS,
-    hashing: bool = True,
 ) -> tuple[int, list[str], dict[int, np.ndarray]]:
     """Reads the file's ``(offset, size)`` segments on ``workers`` threads, hashing each.
 
     Returns (bytes read, SHA-256 hex digest per segment, {offset: buffer} for segments of at least
     :data:`MIN_KEEP` bytes). A file shorter than its segments yields a short count and digests of
-    what was there, so the caller's size and digest checks name the damage. With ``hashing=False``
-    the digests are empty strings (see ``_bundle.reading_back``).
+    what was there, so the caller's size and digest checks name the damage.
     """
     digests: list[str] = [""] * len(segments)
     counts = [0] * len(segments)
@@ -172,8 +170,7 @@ def read_segments(
                         buf = scratch
                     view = memoryview(buf)[:size]
                     got = _fileio.read_at(f, offset, view)
-                    if hashing:
-                        digests[i] = hashlib.sha256(view[:got]).hexdigest()
+                    digests[i] = hashlib.sha256(view[:got]).hexdigest()
                     counts[i] = got
                     view.release()
                     with lock:

@@ -18,7 +18,6 @@ from conftest import (
 )
 
 import faithful_restore as fr
-from faithful_restore import _bundle
 
 
 def _roundtrip(model, tmp_path, **kwargs):
@@ -374,36 +373,6 @@ def test_every_segment_of_a_segmented_file_is_checked(tmp_path):
             assert not report.ok and f"bytes {segment.offset}.." in report.to_text()
     target.write_bytes(original)
     fr.load_bundle(str(path))
-
-
-def test_reading_back_skips_digests_only_for_the_bundle_being_read_back(tmp_path):
-    """assert_roundtrip reads its scratch bundle back checking sizes, not digests; nothing else is relaxed."""
-    model = keras.Sequential([keras.Input((600,)), keras.layers.Dense(600), keras.layers.Dense(1)])
-    model.compile(optimizer="adam", loss="mse")
-    model.train_on_batch(np.ones((4, 600), "float32"), np.ones((4, 1), "float32"))
-    own, other = tmp_path / "own", tmp_path / "other"
-    entry = fr.save_bundle(model, str(own)).file_map["model/model.weights.h5"]
-    fr.save_bundle(model, str(other))
-    segment = max(entry.segments, key=lambda s: s.size)  # a large dataset: read into a donated buffer
-    for root in (own, other):
-        target = root / entry.path
-        data = bytearray(target.read_bytes())
-        data[segment.offset + segment.size // 2] ^= 0x01
-        target.write_bytes(bytes(data))
-    with _bundle.reading_back(str(own)):
-        restored = fr.load_bundle(str(own), verify=False)
-        with pytest.raises(fr.IntegrityError, match="does not match the manifest"):
-            fr.load_bundle(str(other))
-    # The bytes on disk were read, not anything remembered from the save.
-    saved = [np.asarray(v) for v in model.weights + model.optimizer.variables]
-    loaded = [np.asarray(v) for v in restored.model.weights + restored.optimizer.variables]
-    assert sum(not np.array_equal(a, b) for a, b in zip(saved, loaded)) == 1
-    with pytest.raises(fr.IntegrityError, match="does not match the manifest"):
-        fr.load_bundle(str(own))  # outside the block: checked in full again
-    weights = own / entry.path
-    weights.write_bytes(weights.read_bytes()[:-1])
-    with _bundle.reading_back(str(own)), pytest.raises(fr.IntegrityError, match="truncated"):
-        fr.load_bundle(str(own))  # sizes are still checked
 
 
 def test_missing_and_extra_files_are_integrity_errors(tmp_path):

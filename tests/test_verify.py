@@ -205,13 +205,26 @@ def test_assert_roundtrip_raises_with_readable_report(tmp_path, where):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), Forgetful()])
     model.layers[-1].offset = 3.0
     with pytest.raises(fr.RoundtripError) as info:
-        # (a local scratch bundle is read back without re-hashing, and the original's outputs
-        # come from the probe save_bundle recorded: the difference must still be found)
+        # (the original's outputs come from the probe save_bundle recorded in the scratch bundle,
+        # local or remote: the difference must still be found)
         path = "ram://fr-tests/forgetful" if where == "ram" else tmp_path / "forgetful"
         fr.assert_roundtrip(model, np.ones((4, 4), "float32"), path=path)
     assert isinstance(info.value, AssertionError)
     assert info.value.report.findings[0].cause is Cause.OUTPUTS
     assert "outputs @ outputs" in str(info.value)
+
+
+def test_assert_roundtrip_runs_the_original_only_for_the_probe(tmp_path, monkeypatch):
+    """With sample inputs, the original's outputs are the probe's: two runs, not four."""
+    from faithful_restore import _probe
+
+    model = sequential_model()
+    calls = []
+    real = _probe.run
+    monkeypatch.setattr(_probe, "run", lambda m, *a, **k: (calls.append(m), real(m, *a, **k))[1])
+    report = fr.assert_roundtrip(model, make_xy(8)[0], path=tmp_path / "b")
+    assert any(c.startswith("inference outputs on 8") for c in report.checks)
+    assert sum(m is model for m in calls) == 2
 
 
 def test_assert_roundtrip_checks_state(tmp_path):
