@@ -309,7 +309,7 @@ def artifact_paths(size_dir: str) -> dict[str, str]:
     }
 
 
-def raw_write(model, path: str) -> int:
+def raw_write(model, path: str, fsync: bool = True) -> int:
     import numpy as np
 
     os.makedirs(path, exist_ok=True)
@@ -322,11 +322,13 @@ def raw_write(model, path: str) -> int:
             index.append({"shape": list(a.shape), "dtype": a.dtype.str})
             total += a.nbytes
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
     with open(os.path.join(path, "index.json"), "w") as f:
         json.dump(index, f)
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
     return total
 
 
@@ -504,21 +506,34 @@ def child_measure(spec: dict) -> dict:
             shutil.rmtree(p, ignore_errors=True)
         elif os.path.exists(p):
             os.remove(p)
-    floor = _FLOOR_OF.get(op)
+    floor = PAIRED_FLOOR_OF.get(op)
     if floor is not None and profiler is None:
         out["paired_floor"] = floor
-        out["paired_floor_seconds"] = paired_floor(
-            floor, model, paths, scratch + "_floor", spec.get("cold_cache", False)
-        )
+        try:
+            out["paired_floor_seconds"] = paired_floor(
+                floor, model, paths, scratch + "_floor", spec.get("cold_cache", False)
+            )
+        except Exception as e:  # noqa: BLE001 - the op's own measurement above stays valid
+            out["paired_floor_error"] = f"{type(e).__name__}: {e}"
     return out
 
 
-def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool) -> float:
-    """Times ``floor`` (raw_write or raw_read of the same bytes) in this child, right after the op.
+# Free memory is handed back to the hypervisor about 2 s after it is freed (Linux free page
+# reporting), and memory freed more recently than that is much cheaper to touch again. The op
+# ran in a fresh child with no recently freed memory; the floor waits this long after the op
+# freed its gigabytes so that it does not run on recycled pages the op never had.
+FLOOR_SETTLE_SECONDS = 3.0
 
-    Set up as that floor's own children are: written outputs removed, page cache warm (or dropped
-    with ``cold``), ``os.sync()`` first. The linearity rule divides the op's time by this one, so
-    the machine's mode at that moment (page-cache or disk speed) cancels out (see ``linearity``).
+
+def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool) -> float:
+    """Times ``floor`` in this child after the op, on the same bytes; returns its seconds.
+
+    ``raw_write`` (NumPy write + fsync) pairs with the durable save, ``raw_read`` with the load,
+    and ``raw_roundtrip`` (write without fsync, then read back into new arrays) with
+    assert_roundtrip, which writes its scratch bundle without fsync and reads it back. Set up as
+    the floors' own children are: the op's outputs removed, ``raw_read``'s input warm in the page
+    cache (dropped with ``cold``), ``os.sync()``, then :data:`FLOOR_SETTLE_SECONDS`. The
+    linearity rule divides the op's time by this one (see ``paired_linearity``).
     """
     gc.collect()
     if floor == "raw_read":
@@ -528,11 +543,22 @@ def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: b
         else:
             read_into_page_cache(files)
     os.sync()
-    t0 = time.perf_counter()
-    result = raw_write(model, scratch) if floor == "raw_write" else raw_read(paths["raw"])
-    seconds = time.perf_counter() - t0
-    del result
-    shutil.rmtree(scratch, ignore_errors=True)
+    time.sleep(FLOOR_SETTLE_SECONDS)
+    try:
+        t0 = time.perf_counter()
+        if floor == "raw_write":
+            result = raw_write(model, scratch)
+        elif floor == "raw_read":
+            result = raw_read(paths["raw"])
+        elif floor == "raw_roundtrip":
+            raw_write(model, scratch, fsync=False)
+            result = raw_read(scratch)
+        else:
+            raise ValueError(floor)
+        seconds = time.perf_counter() - t0
+        del result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return seconds
 
 
@@ -652,6 +678,22 @@ def summarize(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def summarize_op(reps: list[dict]) -> dict:
+    """One op's repetitions (child results) summarized; ``paired_ratio`` only if every good one has a floor."""
+    ok = [r for r in reps if r.get("ok")]
+    paired = [r["seconds"] / r["paired_floor_seconds"] for r in ok if r.get("paired_floor_seconds")]
+    return {
+        "seconds": summarize([r["seconds"] for r in ok]),
+        "paired_floor_seconds": summarize([r["paired_floor_seconds"] for r in ok if r.get("paired_floor_seconds")]),
+        "paired_ratio": summarize(paired) if ok and len(paired) == len(ok) else None,
+        "peak_above_baseline": summarize([r["peak_above_baseline"] for r in ok]),
+        "sampled_peak_above_baseline": summarize([r["sampled_peak_above_baseline"] for r in ok]),
+        "retained_above_baseline": summarize([r["retained_above_baseline"] for r in ok]),
+        "failures": len(reps) - len(ok),
+        "reps": reps,
+    }
+
+
 def fmt_s(x: float | None) -> str:
     return "-" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
 
@@ -709,7 +751,16 @@ TARGETS = [
     ),
 ]
 
-LINEAR_OPS = OPS  # seconds per GB are tabulated for every op; the rule judges those in _FLOOR_OF
+LINEAR_OPS = OPS  # seconds per GB are tabulated for every op; the rules judge those in _FLOOR_OF
+
+# The floor each judged op is timed against in its own child (paired_floor): the same bytes,
+# the same kind of I/O. assert_roundtrip writes without fsync and reads back, hence raw_roundtrip.
+PAIRED_FLOOR_OF = {
+    "save_bundle": "raw_write",
+    "assert_roundtrip": "raw_roundtrip",
+    "assert_roundtrip_nostep": "raw_roundtrip",
+    "load_bundle": "raw_read",
+}
 
 # The ops the rule judges, each against the raw floor of the same bytes.
 _FLOOR_OF = {
@@ -746,19 +797,22 @@ def linearity(sizes: list[dict]) -> dict:
 def paired_linearity(sizes: list[dict]) -> dict:
     """Op time over the raw floor timed in the same child right after it, across sizes.
 
-    Every repetition of a judged op (``_FLOOR_OF``) also times its floor (the same bytes written
-    with NumPy + fsync, or read back) in the same process, moments later, so both run in whatever
-    mode the machine is in then. Per size the median over repetitions of op/floor is taken; the
-    floor is linear in bytes by construction, so this ratio stays flat or falls (fixed costs
-    amortised) when the op scales linearly. A step between consecutive sizes is ``linear`` when
-    the ratio grows by at most ``PAIRED_GROWTH_LIMIT`` (20%), else ``super-linear``: a quadratic
-    step in the library grows it 3x from 100M to 300M. Runs without paired floors (results
-    before this rule) are ``NOT MEASURED``.
+    Every repetition of a judged op (``PAIRED_FLOOR_OF``) also times its floor (the same bytes,
+    the same kind of I/O, see ``paired_floor``) in the same process, seconds later, so both run
+    in whatever mode the machine is in then. Per size the median over repetitions of op/floor is
+    taken; the floor is linear in bytes by construction, so this ratio stays flat or falls (fixed
+    costs amortised) when the op scales linearly. A step between consecutive sizes is ``linear``
+    when the ratio grows by at most ``PAIRED_GROWTH_LIMIT`` (20%), else ``super-linear``.
+
+    What that catches: an op that is entirely quadratic grows the ratio 3x from 100M to 300M.
+    An op with a quadratic share ``f`` of its time at 100M grows it by about ``1 + 2f``, so
+    shares above 10% at 100M fail; from 10M to 100M (10x the size) shares above about 2% at 10M
+    do. Runs without paired floors (results before this rule) are ``NOT MEASURED``.
     """
     sizes = sorted(sizes, key=lambda s: s["params"])
     labels = [label(s["params"]) for s in sizes]
     table: dict[str, dict[str, float | None]] = {}
-    for op in _FLOOR_OF:
+    for op in PAIRED_FLOOR_OF:
         row = {}
         for lab, s in zip(labels, sizes):
             o = s["ops"].get(op)
@@ -776,7 +830,7 @@ def paired_linearity(sizes: list[dict]) -> dict:
                 g = row[b] / row[a]
                 worst = g if worst is None else max(worst, g)
                 rule = "linear" if g <= PAIRED_GROWTH_LIMIT else "super-linear"
-                steps.append({"from": a, "to": b, "floor": _FLOOR_OF[op], "growth": g, "rule": rule})
+                steps.append({"from": a, "to": b, "floor": PAIRED_FLOOR_OF[op], "growth": g, "rule": rule})
         growth[op] = steps
     if missing:
         verdict = f"NOT MEASURED (no paired floor for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})"
@@ -947,11 +1001,11 @@ def print_report(results: dict, log) -> None:
         f"linear scaling => flat or falling; a step may grow at most x{paired['limit']:.1f})"
     )
     cols = [label(s["params"]) for s in sorted(sizes, key=lambda s: s["params"])]
-    log(f"    {'operation':<26}{'floor':>10}" + "".join(f"{c:>10}" for c in cols))
+    log(f"    {'operation':<26}{'floor':>14}" + "".join(f"{c:>10}" for c in cols))
     for op, row in paired["op_over_paired_floor"].items():
         if any(v is not None for v in row.values()):
             log(
-                f"    {op:<26}{_FLOOR_OF[op]:>10}"
+                f"    {op:<26}{PAIRED_FLOOR_OF[op]:>14}"
                 + "".join(f"{'-' if row.get(c) is None else f'{row[c]:.3f}':>10}" for c in cols)
             )
     for op, steps in paired["growth_between_sizes"].items():
@@ -1173,9 +1227,14 @@ def main(argv: list[str] | None = None) -> int:
                     r["rep"] = rep
                     raw[op].append(r)
                     if r.get("ok"):
+                        floor = ""
+                        if r.get("paired_floor_seconds"):
+                            floor = f"   then {r['paired_floor']} {r['paired_floor_seconds']:.3f} s"
+                        elif r.get("paired_floor_error"):
+                            floor = f"   !! paired floor failed: {r['paired_floor_error']}"
                         log(
                             f"    rep {rep + 1} {op:<24} {r['seconds']:8.3f} s   "
-                            f"peak +{fmt_b(r['peak_above_baseline'])}   (child {r['child_wall_seconds']:.0f} s)"
+                            f"peak +{fmt_b(r['peak_above_baseline'])}{floor}   (child {r['child_wall_seconds']:.0f} s)"
                         )
             profiles = {}
             for op in profile_ops:
@@ -1188,20 +1247,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"    profiled {op}: {r['seconds']:.2f} s under cProfile -> {r.get('profile_file')}")
             summary = {}
             for op, reps in raw.items():
-                ok = [r for r in reps if r.get("ok")]
-                paired = [r["seconds"] / r["paired_floor_seconds"] for r in ok if r.get("paired_floor_seconds")]
-                summary[op] = {
-                    "seconds": summarize([r["seconds"] for r in ok]),
-                    "paired_floor_seconds": summarize(
-                        [r["paired_floor_seconds"] for r in ok if "paired_floor_seconds" in r]
-                    ),
-                    "paired_ratio": summarize(paired) if len(paired) == len(ok) else None,
-                    "peak_above_baseline": summarize([r["peak_above_baseline"] for r in ok]),
-                    "sampled_peak_above_baseline": summarize([r["sampled_peak_above_baseline"] for r in ok]),
-                    "retained_above_baseline": summarize([r["retained_above_baseline"] for r in ok]),
-                    "failures": len(reps) - len(ok),
-                    "reps": reps,
-                }
+                summary[op] = summarize_op(reps)
             sr = {
                 "params": params,
                 "repeats": args.repeats,

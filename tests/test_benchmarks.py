@@ -40,6 +40,12 @@ def test_benchmark_smoke(tmp_path):
     data = json.loads(out.read_text())
     assert data  # raw numbers were written
     assert "load_bundle" in proc.stdout and "keras_load" in proc.stdout
+    (size,) = data["sizes"]
+    for op, floor in (("save_bundle", "raw_write"), ("load_bundle", "raw_read")):
+        rep = size["ops"][op]["reps"][0]
+        assert rep["paired_floor"] == floor and rep["paired_floor_seconds"] > 0
+        assert size["ops"][op]["paired_ratio"]["median"] == rep["seconds"] / rep["paired_floor_seconds"]
+    assert "paired_ratio" not in size["ops"]["keras_save"] or size["ops"]["keras_save"]["paired_ratio"] is None
 
 
 @functools.cache  # one copy of the script's module for every test
@@ -156,3 +162,19 @@ def test_paired_rule_is_not_measured_without_paired_floors():
     result = _bench_module().linearity(_three_sizes(3.6, 3.6))
     assert result["verdict"].startswith("NOT MEASURED"), result["verdict"]
     assert result["unpaired"]["verdict"] == "PASS"
+
+
+def test_a_repetition_without_its_paired_floor_leaves_the_op_unmeasured_for_the_paired_rule():
+    bench = _bench_module()
+    base = {"ok": True, "peak_above_baseline": 1, "sampled_peak_above_baseline": 1, "retained_above_baseline": 0}
+    reps = [
+        {**base, "seconds": 2.0, "paired_floor": "raw_write", "paired_floor_seconds": 1.0},
+        {**base, "seconds": 3.0, "paired_floor": "raw_write", "paired_floor_seconds": 2.0},
+        {"ok": False, "error": "child died"},
+    ]
+    summary = bench.summarize_op(reps)
+    assert summary["failures"] == 1 and summary["seconds"]["median"] == 2.5
+    assert summary["paired_ratio"]["median"] == 1.75
+    reps[1] = {**base, "seconds": 3.0, "paired_floor": "raw_write", "paired_floor_error": "OSError: no space"}
+    summary = bench.summarize_op(reps)
+    assert summary["paired_ratio"] is None and summary["paired_floor_seconds"]["n"] == 1
