@@ -615,10 +615,12 @@ def _dense_stack(kind: str, layers: int, width: int):
 
 def _calls_per_operation(tmp_path, model, name: str) -> dict[str, int]:
     path = str(tmp_path / name)
+    rows = np.ones((2, model.inputs[0].shape[-1]), "float32")
     return {
         "save_bundle": _python_calls(lambda: fr.save_bundle(model, path)),
         "load_bundle": _python_calls(lambda: fr.load_bundle(path)),
         "verify_bundle": _python_calls(lambda: fr.verify_bundle(path)),
+        "assert_roundtrip": _python_calls(lambda: fr.assert_roundtrip(model, rows, path=str(tmp_path / f"{name}_rt"))),
     }
 
 
@@ -643,6 +645,7 @@ def test_python_work_does_not_grow_with_tensor_bytes(tmp_path):
     narrow = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 640), "narrow")  # 15 MB with Adam
     wide = _calls_per_operation(tmp_path, _dense_stack("sequential", 3, 2048), "wide")  # 151 MB
     for op, calls in narrow.items():
-        # Today: +6 calls for the save, none for the load, about +220 for verify_bundle (8 MiB reads).
+        # Today: +6 calls for the save, none for the load, about +220 for verify_bundle (8 MiB reads),
+        # about +165 for assert_roundtrip.
         # A Python loop over 64 KiB pieces of the extra bytes would add over 2,000.
         assert wide[op] - calls <= 1000, f"{op}: {calls} calls for 3 x Dense(640), {wide[op]} for 3 x Dense(2048)"
