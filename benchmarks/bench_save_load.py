@@ -46,11 +46,11 @@ Method
   cache with ``posix_fadvise(DONTNEED)`` instead. Every child runs ``os.sync()`` before timing, so
   no operation pays for the write-back of an earlier child's files.
 * Paired floors: a child that measures ``save_bundle``, ``assert_roundtrip`` or ``load_bundle``
-  then removes what the op wrote, and times the raw floor of the same bytes (``raw_write`` or
-  ``raw_read``, set up as in the floor's own children) in the same process, moments later. The
-  linearity verdict is judged on op / paired floor per repetition (see ``paired_linearity``);
-  the op's own time, memory and every ratio target are measured before the floor runs, as
-  before.
+  then removes what the op wrote, waits ``FLOOR_SETTLE_SECONDS`` and times the raw floor of the
+  same bytes and the same kind of I/O (``PAIRED_FLOOR_OF``: ``raw_write``, ``raw_read`` or
+  ``raw_roundtrip``) in the same process. The linearity verdict is judged on op / paired floor
+  per repetition (see ``paired_linearity``); the op's own time, memory and every ratio target
+  are measured before the floor runs, as before.
 * The model: ``n`` Dense(w) layers on a w-wide input, n = ceil(params / (2048*2049)) and w solved
   so that n*(w*w + w) ~= params, so array sizes stay ~16 MB while the layer count grows with the
   parameter count. Float32 throughout.

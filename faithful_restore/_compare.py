@@ -532,23 +532,23 @@ class _Comparison:
     def outputs(self, inputs: Any) -> None:
         model_o, model_r = self.o.model, self.r.model
         distributed = _training_step.is_distributed(model_o)
-        try:
-            if self.original_outputs is not None and not distributed:
-                first, noise = self.original_outputs
-            elif distributed:
-                with _random_state.preserved(model_o):
-                    first = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
-                    second = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
-            else:
-                first = _probe.run(model_o, inputs)
-                second = _probe.run(model_o, inputs)
-            if self.original_outputs is None or distributed:
-                noise = max((d for d, _ in _probe.max_differences(first, second)), default=0.0)
-        except Exception as e:  # noqa: BLE001 - a model that cannot take the probe is reported
-            raise BundleError(
-                f"the original model cannot be called on the probe inputs: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}; pass sample_inputs it accepts."
-            ) from e
+        if self.original_outputs is not None and not distributed:
+            first, noise = self.original_outputs
+        else:
+            try:
+                if distributed:
+                    with _random_state.preserved(model_o):
+                        first = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
+                        second = [np.asarray(a) for a in _flatten(model_o.predict(inputs, verbose=0))]
+                else:
+                    first = _probe.run(model_o, inputs)
+                    second = _probe.run(model_o, inputs)
+            except Exception as e:  # noqa: BLE001 - a model that cannot take the probe is reported
+                raise BundleError(
+                    f"the original model cannot be called on the probe inputs: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}; pass sample_inputs it accepts."
+                ) from e
+            noise = max((d for d, _ in _probe.max_differences(first, second)), default=0.0)
         explained = self.error_causes() & _EXPLAINS_OUTPUTS
         try:
             found = _probe.run(model_r, inputs)
