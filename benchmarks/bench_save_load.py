@@ -44,7 +44,11 @@ Method
   timed region, so loads are warm alike (at 300M the artifacts written since can otherwise evict
   part of a file); with ``--cold-cache`` every such file is fsynced and dropped from the page
   cache with ``posix_fadvise(DONTNEED)`` instead. Every child runs ``os.sync()`` before timing, so
-  no operation pays for the write-back of an earlier child's files.
+  no operation pays for the write-back of an earlier child's files. With ``--drop-caches`` (root)
+  every child first drops the whole clean page cache and, after reading its inputs, waits
+  ``FLOOR_SETTLE_SECONDS``: on a VM with free page reporting, memory reclaimed from the page cache
+  or freed moments ago is much cheaper to touch than memory handed back to the host, so without
+  it an operation's time depends on what earlier children left behind.
 * Paired floors: a child that measures ``save_bundle``, ``assert_roundtrip`` or ``load_bundle``
   then removes what the op wrote, waits ``FLOOR_SETTLE_SECONDS`` and times the raw floor of the
   same bytes and the same kind of I/O (``PAIRED_FLOOR_OF``: ``raw_write``, ``raw_read`` or
@@ -212,6 +216,16 @@ def read_into_page_cache(paths: list[str]) -> None:
         with open(p, "rb", buffering=0) as f:
             while f.readinto(buf):
                 pass
+
+
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def drop_page_cache() -> None:
+    """Writes back dirty pages and drops the kernel's clean page cache (root only; ``--drop-caches``)."""
+    os.sync()
+    with open(DROP_CACHES, "w") as f:
+        f.write("1")
 
 
 def drop_from_page_cache(paths: list[str]) -> None:
@@ -405,6 +419,8 @@ def child_measure(spec: dict) -> dict:
         model, probe = build_model(params, train=False)
         model.optimizer.build(model.trainable_variables)
 
+    if spec.get("drop_caches"):
+        drop_page_cache()
     if op in LOAD_OPS:
         src = {"load_bundle": paths["bundle"], "keras_load": paths["keras"], "raw_read": paths["raw"]}.get(
             op, os.path.dirname(paths["ckpt"])
@@ -417,6 +433,8 @@ def child_measure(spec: dict) -> dict:
             read_into_page_cache(files_under(src))
     # Earlier children's dirty pages would otherwise still be written back during this one.
     os.sync()
+    if spec.get("drop_caches"):
+        time.sleep(FLOOR_SETTLE_SECONDS)  # the dropped pages are handed back to the host meanwhile
 
     def run():
         import keras
@@ -511,7 +529,7 @@ def child_measure(spec: dict) -> dict:
         out["paired_floor"] = floor
         try:
             out["paired_floor_seconds"] = paired_floor(
-                floor, model, paths, scratch + "_floor", spec.get("cold_cache", False)
+                floor, model, paths, scratch + "_floor", spec.get("cold_cache", False), spec.get("drop_caches", False)
             )
         except Exception as e:  # noqa: BLE001 - the op's own measurement above stays valid
             out["paired_floor_error"] = f"{type(e).__name__}: {e}"
@@ -525,17 +543,20 @@ def child_measure(spec: dict) -> dict:
 FLOOR_SETTLE_SECONDS = 3.0
 
 
-def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool) -> float:
+def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool, drop: bool = False) -> float:
     """Times ``floor`` in this child after the op, on the same bytes; returns its seconds.
 
     ``raw_write`` (NumPy write + fsync) pairs with the durable save, ``raw_read`` with the load,
     and ``raw_roundtrip`` (write without fsync, then read back into new arrays) with
     assert_roundtrip, which writes its scratch bundle without fsync and reads it back. Set up as
     the floors' own children are: the op's outputs removed, ``raw_read``'s input warm in the page
-    cache (dropped with ``cold``), ``os.sync()``, then :data:`FLOOR_SETTLE_SECONDS`. The
-    linearity rule divides the op's time by this one (see ``paired_linearity``).
+    cache (dropped with ``cold``), ``os.sync()``, then :data:`FLOOR_SETTLE_SECONDS`; with
+    ``drop`` (``--drop-caches``) the page cache is dropped first, as before the op. The linearity
+    rule divides the op's time by this one (see ``paired_linearity``).
     """
     gc.collect()
+    if drop:
+        drop_page_cache()
     if floor == "raw_read":
         files = files_under(paths["raw"])
         if cold:
@@ -959,6 +980,7 @@ def print_report(results: dict, log) -> None:
             f"=== {label(s['params'])} params: {info['layers']} x Dense({info['width']}), "
             f"{info['params_exact']:,} params, state {fmt_b(info['state_bytes'])} "
             f"(model + Adam slots), repeats={s['repeats']}, cache={'cold' if results['cold_cache'] else 'warm'}"
+            f"{', page cache dropped before each op' if results.get('drop_caches') else ''}"
         )
         log(
             f"    sizes: bundle {fmt_b(info['bundle_bytes'])} ({info['bundle_bytes']:,} B), "
@@ -1113,6 +1135,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cold-cache", action="store_true", help="drop load inputs from the page cache before each load")
     ap.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="before every timed operation and paired floor, drop the kernel's clean page cache and wait "
+        "FLOOR_SETTLE_SECONDS, so each starts with no reclaimable or recently freed memory (root only; "
+        "on a VM with free page reporting that memory is otherwise cheaper to touch, in amounts that "
+        "depend on what earlier children left behind)",
+    )
+    ap.add_argument(
         "--profile-ops", default="", help="e.g. save_bundle,load_bundle: one extra cProfiled run each, per size"
     )
     ap.add_argument("--child-timeout", type=float, default=3600.0)
@@ -1137,6 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {desc:<52} {sec:8.3f} s")
         return 0
 
+    if args.drop_caches and not os.access(DROP_CACHES, os.W_OK):
+        ap.error(f"--drop-caches needs write access to {DROP_CACHES} (root)")
     ops = [o for o in args.ops.split(",") if o]
     bad = sorted(set(ops) - set(OPS))
     if bad:
@@ -1174,6 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_at_start": os.getloadavg(),
         "workdir": base_workdir,
         "cold_cache": args.cold_cache,
+        "drop_caches": args.drop_caches,
         "method": {
             "isolation": "one fresh subprocess per measured operation; warm-up; build outside the timed region",
             "time": "time.perf_counter around the operation only",
@@ -1209,6 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
                 "params": params,
                 "size_dir": size_dir,
                 "cold_cache": args.cold_cache,
+                "drop_caches": args.drop_caches,
                 "library_sha256": results["library"]["sha256"],
             }
             setup = run_child({**base_spec, "op": "setup", "rep": 0}, args.child_timeout, log)
