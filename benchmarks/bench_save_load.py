@@ -14,7 +14,8 @@ What is measured, for an MLP of a chosen parameter count compiled with Adam and 
     ckpt_write         tf.train.Checkpoint(model=m, optimizer=m.optimizer).write(prefix)  (no fsync)
     ckpt_read          ...Checkpoint(...).read(prefix) into an already built model + optimizer
     raw_write          floor: every model + optimizer variable as bytes to one file via NumPy, fsync
-    raw_read           floor: the same bytes read back into NumPy arrays (np.fromfile)
+    raw_read           floor: the same bytes read back into new NumPy arrays (readinto buffers
+                       populated up front, as load_bundle's are)
 
 Method
 ------
@@ -331,9 +332,10 @@ def raw_write(model, path: str, fsync: bool = True) -> int:
     total = 0
     with open(os.path.join(path, "state.bin"), "wb") as f:
         for v in all_state_variables(model):
-            a = np.ascontiguousarray(np.asarray(v))
+            value = np.asarray(v)
+            a = np.ascontiguousarray(value)  # at least 1-d, so the index keeps value's own shape
             f.write(memoryview(a).cast("B"))
-            index.append({"shape": list(a.shape), "dtype": a.dtype.str})
+            index.append({"shape": list(value.shape), "dtype": a.dtype.str})
             total += a.nbytes
         f.flush()
         if fsync:
@@ -346,16 +348,56 @@ def raw_write(model, path: str, fsync: bool = True) -> int:
     return total
 
 
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+
+def populated_buffer(nbytes: int):
+    """A writable uint8 array of ``nbytes`` whose pages are faulted in up front, 4 KiB at a time.
+
+    ``raw_read``'s destination memory is obtained the way ``load_bundle`` obtains its read buffers
+    (an anonymous mapping populated with ``MADV_POPULATE_WRITE``, no huge-page advice), so the
+    floor and the op pay the machine's first-touch cost alike. ``np.empty``/``np.fromfile`` of a
+    16 MB array instead advises huge pages (NumPy does for large arrays), and on the VM these
+    benchmarks ran on, first touches of huge pages cost several times more than of small ones
+    (see ``first_touch.py``), which made the old floor measure the allocator more than the read.
+    Falls back to ``np.empty`` where the mapping or the advice is unavailable.
+    """
+    import ctypes
+    import mmap
+
+    import numpy as np
+
+    if nbytes and sys.platform.startswith("linux"):
+        region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        array = np.frombuffer(region, np.uint8)
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madvise(array.ctypes.data, nbytes, _MADV_POPULATE_WRITE)  # on failure, faults on first write
+        return array
+    return np.empty(nbytes, np.uint8)
+
+
 def raw_read(path: str) -> list:
+    """Reads ``raw_write``'s file back into one new array per variable (``readinto``, no copies)."""
     import numpy as np
 
     with open(os.path.join(path, "index.json")) as f:
         index = json.load(f)
     out = []
-    with open(os.path.join(path, "state.bin"), "rb") as f:
+    with open(os.path.join(path, "state.bin"), "rb", buffering=0) as f:
         for e in index:
-            count = int(np.prod(e["shape"])) if e["shape"] else 1
-            out.append(np.fromfile(f, dtype=np.dtype(e["dtype"]), count=count).reshape(e["shape"]))
+            dtype = np.dtype(e["dtype"])
+            nbytes = (int(np.prod(e["shape"])) if e["shape"] else 1) * dtype.itemsize
+            buf = populated_buffer(nbytes)
+            view = memoryview(buf)
+            got = 0
+            while got < nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise OSError(f"{path}: state.bin ended after {got} of {nbytes} bytes of one variable")
+                got += n
+            view.release()
+            out.append(buf.view(dtype).reshape(tuple(e["shape"])))
     return out
 
 

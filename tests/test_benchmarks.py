@@ -178,3 +178,38 @@ def test_a_repetition_without_its_paired_floor_leaves_the_op_unmeasured_for_the_
     reps[1] = {**base, "seconds": 3.0, "paired_floor": "raw_write", "paired_floor_error": "OSError: no space"}
     summary = bench.summarize_op(reps)
     assert summary["paired_ratio"] is None and summary["paired_floor_seconds"]["n"] == 1
+
+
+def test_raw_floor_reads_back_exactly_the_bytes_it_wrote(tmp_path):
+    import keras
+    import numpy as np
+
+    bench = _bench_module()
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7), keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse")
+    model.train_on_batch(np.ones((4, 5), "float32"), np.zeros((4, 3), "float32"))
+    written = bench.raw_write(model, str(tmp_path / "raw"), fsync=False)
+    arrays = bench.raw_read(str(tmp_path / "raw"))
+    expected = [np.asarray(v) for v in bench.all_state_variables(model)]
+    assert written == sum(a.nbytes for a in expected)
+    assert len(arrays) == len(expected)
+    for got, want in zip(arrays, expected):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert got.flags.writeable  # new arrays, not views of a read-only mapping
+
+
+def test_raw_read_names_a_truncated_floor_file(tmp_path):
+    bench = _bench_module()
+    (tmp_path / "index.json").write_text(json.dumps([{"shape": [4], "dtype": "<f4"}]))
+    (tmp_path / "state.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(OSError, match="ended after 10 of 16 bytes"):
+        bench.raw_read(str(tmp_path))
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 4096, 3 << 20])
+def test_populated_buffer_is_writable_memory_of_the_requested_size(nbytes):
+    buf = _bench_module().populated_buffer(nbytes)
+    assert buf.nbytes == nbytes and buf.dtype.name == "uint8"
+    buf[:] = 7
+    assert int(buf.sum()) == 7 * nbytes
