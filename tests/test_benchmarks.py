@@ -213,3 +213,19 @@ def test_populated_buffer_is_writable_memory_of_the_requested_size(nbytes):
     assert buf.nbytes == nbytes and buf.dtype.name == "uint8"
     buf[:] = 7
     assert int(buf.sum()) == 7 * nbytes
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_raw_write_works_without_sync_file_range(tmp_path, monkeypatch, fsync):
+    import keras
+    import numpy as np
+
+    bench = _bench_module()
+    monkeypatch.setattr(bench, "_sync_file_range", lambda: None)  # macOS, or a libc without it
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch(np.ones((2, 3), "float32"), np.zeros((2, 2), "float32"))
+    expected = [np.asarray(v) for v in bench.all_state_variables(model)]
+    assert bench.raw_write(model, str(tmp_path / "raw"), fsync=fsync) == sum(a.nbytes for a in expected)
+    for got, want in zip(bench.raw_read(str(tmp_path / "raw")), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
