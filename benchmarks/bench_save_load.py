@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import gc
 import json
 import math
@@ -328,17 +329,25 @@ def artifact_paths(size_dir: str) -> dict[str, str]:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+@functools.cache
+def _libc(name: str, *argtypes):
+    """libc's function ``name`` taking ``argtypes`` and returning int, or None where it is unavailable."""
+    import ctypes
+
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
 def _sync_file_range():
     """libc's ``sync_file_range`` (Linux), or None where it is unavailable."""
     import ctypes
 
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
+    return _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 
 
 def raw_write(model, path: str, fsync: bool = True) -> int:
@@ -399,11 +408,10 @@ def populated_buffer(nbytes: int):
 
     import numpy as np
 
-    if nbytes and sys.platform.startswith("linux"):
+    madvise = _libc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if nbytes and madvise is not None and sys.platform.startswith("linux"):
         region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         array = np.frombuffer(region, np.uint8)
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         madvise(array.ctypes.data, nbytes, _MADV_POPULATE_WRITE)  # on failure, faults on first write
         return array
     return np.empty(nbytes, np.uint8)
