@@ -427,7 +427,7 @@ def raw_read(path: str) -> list:
     with open(os.path.join(path, "state.bin"), "rb", buffering=0) as f:
         for e in index:
             dtype = np.dtype(e["dtype"])
-            nbytes = (int(np.prod(e["shape"])) if e["shape"] else 1) * dtype.itemsize
+            nbytes = math.prod(e["shape"]) * dtype.itemsize
             buf = populated_buffer(nbytes)
             view = memoryview(buf)
             got = 0

@@ -7,8 +7,9 @@ zeroing the pages does. On a VM whose host takes back memory the guest has freed
 much more, and how much depends on how long ago the memory was freed and on the page size.
 This script times it, so that the save/load figures can be read against it:
 
-* ``small pages``: an anonymous mapping populated 4 KiB page by page with
-  ``MADV_POPULATE_WRITE`` (how load_bundle and the raw floor get their read buffers);
+* ``small pages``: ``bench_save_load.populated_buffer``, an anonymous mapping populated 4 KiB
+  page by page with ``MADV_POPULATE_WRITE`` (how load_bundle and the raw floor get their read
+  buffers);
 * ``numpy``: ``np.ones`` of the same size; NumPy advises huge pages for large arrays, so with
   transparent huge pages in ``madvise`` mode the kernel faults in 2 MiB pages.
 
@@ -20,28 +21,24 @@ Prints seconds per GB; ``--json-out`` also writes them.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import mmap
+import os
 import sys
 import time
 
 import numpy as np
 
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_save_load import populated_buffer  # noqa: E402 - the raw floor's own buffers
 
 
 def _small_pages(nbytes: int) -> float:
-    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    array = np.frombuffer(region, np.uint8)
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     t0 = time.perf_counter()
-    if madvise(array.ctypes.data, nbytes, _MADV_POPULATE_WRITE) != 0:
-        array[:: mmap.PAGESIZE] = 1  # older kernels: fault each page by writing to it
+    array = populated_buffer(nbytes)
+    array[:: mmap.PAGESIZE] = 1  # costs nothing once populated; faults each page where the advice failed
     seconds = time.perf_counter() - t0
     del array
-    region.close()
     return seconds
 
 
