@@ -42,6 +42,9 @@ Method
   while C code holds the GIL), and ``getrusage(RUSAGE_SELF).ru_maxrss`` after the operation minus
   VmRSS before (equal to the VmHWM figure on kernels where clear_refs also resets ru_maxrss). If
   clear_refs is not writable the child falls back to the sampler and says so (``hwm_reset``).
+* CPU: the child's user and system time (``getrusage(RUSAGE_SELF)``, all its threads) across the
+  operation, beside the wall time; ``load_budget.py`` uses it to split a load's time into what its
+  bytes cost and the rest.
 * Page cache: before a load operation the child reads every file it will load once, outside the
   timed region, so loads are warm alike (at 300M the artifacts written since can otherwise evict
   part of a file); with ``--cold-cache`` every such file is fsynced and dropped from the page
@@ -486,6 +489,8 @@ def child_setup(spec: dict) -> dict:
 
 
 def child_measure(spec: dict) -> dict:
+    import resource
+
     import faithful_restore as fr
 
     op, params, rep = spec["op"], spec["params"], spec["rep"]
@@ -560,6 +565,7 @@ def child_measure(spec: dict) -> dict:
     hwm_reset = _reset_hwm()
     sampler = _Sampler()
     sampler.start()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -567,6 +573,7 @@ def child_measure(spec: dict) -> dict:
     if profiler is not None:
         profiler.disable()
     seconds = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     sampled = sampler.stop()
     hwm = _status("VmHWM")
     maxrss = _maxrss_bytes()
@@ -580,6 +587,9 @@ def child_measure(spec: dict) -> dict:
         "sampled_peak_above_baseline": sampled - base,
         "ru_maxrss_above_baseline": maxrss - base,
         "retained_above_baseline": after - base,
+        # Every thread of the child, the 5 ms sampler included (a few ms).
+        "cpu_user_seconds": cpu1.ru_utime - cpu0.ru_utime,
+        "cpu_system_seconds": cpu1.ru_stime - cpu0.ru_stime,
     }
     del result
     written = scratch + ".keras" if op == "keras_save" else scratch
@@ -607,7 +617,7 @@ def child_measure(spec: dict) -> dict:
         elif os.path.exists(p):
             os.remove(p)
     floor = PAIRED_FLOOR_OF.get(op)
-    if floor is not None and profiler is None:
+    if floor is not None and profiler is None and spec.get("paired_floor", True):
         out["paired_floor"] = floor
         try:
             out["paired_floor_seconds"] = paired_floor(
@@ -1292,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": {
             "isolation": "one fresh subprocess per measured operation; warm-up; build outside the timed region",
             "time": "time.perf_counter around the operation only",
+            "cpu": "getrusage(RUSAGE_SELF) user and system seconds of the child across the operation",
             "peak_memory": "VmHWM after resetting it via /proc/self/clear_refs, minus VmRSS just before the op",
             "interleaving": "per size: rep 1 of every op, then rep 2, ...",
             "load_bundle": (
@@ -1350,6 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
                             floor = f"   !! paired floor failed: {r['paired_floor_error']}"
                         log(
                             f"    rep {rep + 1} {op:<24} {r['seconds']:8.3f} s   "
+                            f"cpu {r['cpu_user_seconds'] + r['cpu_system_seconds']:6.2f} s   "
                             f"peak +{fmt_b(r['peak_above_baseline'])}{floor}   (child {r['child_wall_seconds']:.0f} s)"
                         )
             profiles = {}

@@ -46,6 +46,45 @@ def test_benchmark_smoke(tmp_path):
         assert rep["paired_floor"] == floor and rep["paired_floor_seconds"] > 0
         assert size["ops"][op]["paired_ratio"]["median"] == rep["seconds"] / rep["paired_floor_seconds"]
     assert "paired_ratio" not in size["ops"]["keras_save"] or size["ops"]["keras_save"]["paired_ratio"] is None
+    for op in ("save_bundle", "load_bundle", "keras_save", "keras_load"):
+        rep = size["ops"][op]["reps"][0]
+        # CPU time of the operation alone: positive, and on two cores at most twice the wall time.
+        cpu = rep["cpu_user_seconds"] + rep["cpu_system_seconds"]
+        assert 0 < cpu <= 2 * rep["seconds"] + 0.05, (op, rep)
+
+
+@pytest.mark.slow
+def test_load_budget_splits_the_load_cpu_and_skips_paired_floors(tmp_path):
+    out = tmp_path / "budget.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(SCRIPT), "load_budget.py"),
+            "--params",
+            "200000",
+            "--repeats",
+            "1",
+            "--json-out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    load = data["summary"]["load_bundle"]
+    assert load["cpu_seconds"] == load["cpu_user_seconds"] + load["cpu_system_seconds"] > 0
+    assert data["two_core_lower_bound_seconds"] == load["cpu_seconds"] / 2
+    assert data["bytes_cpu_seconds"] + data["rest_cpu_seconds"] == pytest.approx(load["cpu_seconds"])
+    assert data["sha256_gb_per_s"]["one_thread"] > 0 and data["fresh_read_seconds_per_gb"] > 0
+    for op in ("load_bundle", "keras_load"):
+        (rep,) = data["reps"][op]
+        assert "paired_floor_seconds" not in rep  # the budget times the operation alone
+    assert "two-core lower bound" in proc.stdout
 
 
 @functools.cache  # one copy of the script's module for every test
