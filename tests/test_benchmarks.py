@@ -48,9 +48,10 @@ def test_benchmark_smoke(tmp_path):
     assert "paired_ratio" not in size["ops"]["keras_save"] or size["ops"]["keras_save"]["paired_ratio"] is None
     for op in ("save_bundle", "load_bundle", "keras_save", "keras_load"):
         rep = size["ops"][op]["reps"][0]
-        # CPU time of the operation alone: positive, and on two cores at most twice the wall time.
+        # CPU time of the operation alone (not the child's imports and build): positive, and at
+        # most what every core could have done during the operation's wall time.
         cpu = rep["cpu_user_seconds"] + rep["cpu_system_seconds"]
-        assert 0 < cpu <= 2 * rep["seconds"] + 0.05, (op, rep)
+        assert 0 < cpu <= (os.cpu_count() or 1) * rep["seconds"] + 0.05, (op, rep)
 
 
 @pytest.mark.slow
