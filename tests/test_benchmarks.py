@@ -13,29 +13,21 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_save_load.py")
 
 
-@pytest.mark.slow
-def test_benchmark_smoke(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--params",
-            "200000",
-            "--repeats",
-            "1",
-            "--ops",
-            "save_bundle,load_bundle,keras_save,keras_load",
-            "--json-out",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
+def _run_tiny(script: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """Runs a benchmark script at 200k parameters, one repetition, in a work dir under tmp_path."""
+    return subprocess.run(
+        [sys.executable, script, "--params", "200000", "--repeats", "1", *args, "--workdir", str(tmp_path / "work")],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run_tiny(SCRIPT, tmp_path, "--ops", "save_bundle,load_bundle,keras_save,keras_load", "--json-out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data  # raw numbers were written
@@ -57,24 +49,7 @@ def test_benchmark_smoke(tmp_path):
 @pytest.mark.slow
 def test_load_budget_splits_the_load_cpu_and_skips_paired_floors(tmp_path):
     out = tmp_path / "budget.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(os.path.dirname(SCRIPT), "load_budget.py"),
-            "--params",
-            "200000",
-            "--repeats",
-            "1",
-            "--json-out",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    proc = _run_tiny(os.path.join(os.path.dirname(SCRIPT), "load_budget.py"), tmp_path, "--json-out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     load = data["summary"]["load_bundle"]
