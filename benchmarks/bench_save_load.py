@@ -432,16 +432,26 @@ def raw_read(path: str) -> list:
             dtype = np.dtype(e["dtype"])
             nbytes = math.prod(e["shape"]) * dtype.itemsize
             buf = populated_buffer(nbytes)
-            view = memoryview(buf)
-            got = 0
-            while got < nbytes:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise OSError(f"{path}: state.bin ended after {got} of {nbytes} bytes of one variable")
-                got += n
-            view.release()
+            got = read_fully(f, buf)
+            if got < nbytes:
+                raise OSError(f"{path}: state.bin ended after {got} of {nbytes} bytes of one variable")
             out.append(buf.view(dtype).reshape(tuple(e["shape"])))
     return out
+
+
+def read_fully(f, buf) -> int:
+    """Fills ``buf`` from the unbuffered file ``f`` at its position (``readinto``, no copies).
+
+    Returns the bytes read: fewer than ``buf`` holds only where the file ends.
+    """
+    with memoryview(buf).cast("B") as view:
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return got
 
 
 def ckpt(model):

@@ -66,14 +66,7 @@ def fresh_read_seconds_per_gb(path: str) -> float:
         for offset in range(0, size, _SEGMENT):
             buf = bench.populated_buffer(min(_SEGMENT, size - offset))
             f.seek(offset)
-            view = memoryview(buf)
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            view.release()
+            bench.read_fully(f, buf)
             kept.append(buf)
     seconds = time.perf_counter() - t0
     del kept
