@@ -44,6 +44,16 @@ def test_benchmark_smoke(tmp_path):
         # most what every core could have done during the operation's wall time.
         cpu = rep["cpu_user_seconds"] + rep["cpu_system_seconds"]
         assert 0 < cpu <= (os.cpu_count() or 1) * rep["seconds"] + 0.05, (op, rep)
+    # The work counters the linearity verdict judges: the save wrote its bundle through write
+    # syscalls and the load read it back, each at least once and not many times over.
+    bundle = size["setup"]["bundle_bytes"]
+    for op in ("save_bundle", "load_bundle"):
+        rep = size["ops"][op]["reps"][0]
+        assert bundle <= rep["io_bytes"] <= 3 * bundle, (op, rep["io_bytes"], bundle)
+        assert rep["io_calls"] > 0 and rep["minor_faults"] >= 0
+        assert size["ops"][op]["cpu_user_seconds"]["median"] == rep["cpu_user_seconds"]
+    assert data["linearity"]["rule"] == "work per GB"
+    assert "user CPU and I/O bytes per GB" in proc.stdout
 
 
 @pytest.mark.slow
@@ -156,27 +166,116 @@ def _paired_sizes(save_ratio_300m: list[float]) -> list[dict]:
 
 
 def test_paired_rule_passes_a_step_where_op_and_its_same_child_floor_slowed_alike():
-    result = _bench_module().linearity(_paired_sizes([1.05, 1.0, 1.1]))
-    assert result["rule"] == "paired floor"
+    result = _bench_module().paired_linearity(_paired_sizes([1.05, 1.0, 1.1]))
     assert result["verdict"] == "PASS", result["verdict"]
-    assert result["unpaired"]["verdict"].startswith("FAIL")  # separate children: the modes decided
-    last = result["paired"]["growth_between_sizes"]["save_bundle"][-1]
+    assert _bench_module().unpaired_linearity(_paired_sizes([1.05, 1.0, 1.1]))["verdict"].startswith("FAIL")
+    last = result["growth_between_sizes"]["save_bundle"][-1]
     assert last["from"] == "100M" and last["to"] == "300M" and last["rule"] == "linear"
 
 
 def test_paired_rule_fails_a_step_where_the_op_outgrew_its_same_child_floor():
     # The op took 1.5x its floor's time at 300M against 1.0x at 100M, in the median repetition.
-    result = _bench_module().linearity(_paired_sizes([1.0, 1.5, 1.6]))
+    result = _bench_module().paired_linearity(_paired_sizes([1.0, 1.5, 1.6]))
     assert result["verdict"].startswith("FAIL"), result["verdict"]
-    last = result["paired"]["growth_between_sizes"]["save_bundle"][-1]
+    last = result["growth_between_sizes"]["save_bundle"][-1]
     assert last["rule"] == "super-linear" and abs(last["growth"] - 1.5) < 1e-9
 
 
 def test_paired_rule_is_not_measured_without_paired_floors():
     # Results from before the paired floor existed (runs 1-4) get no paired verdict.
     result = _bench_module().linearity(_three_sizes(3.6, 3.6))
-    assert result["verdict"].startswith("NOT MEASURED"), result["verdict"]
+    assert result["paired"]["verdict"].startswith("NOT MEASURED"), result["paired"]["verdict"]
     assert result["unpaired"]["verdict"] == "PASS"
+
+
+_GB_AT = {10_000_000: 0.12, 100_000_000: 1.2, 300_000_000: 3.6}
+
+
+def _with_work(sizes: list[dict], op: str, **per_gb: list[list[float]]) -> list[dict]:
+    """Gives ``op`` work counters: per counter, per size, each repetition's value per GB."""
+    bench = _bench_module()
+    for metric, per_size in per_gb.items():
+        for size, values in zip(sizes, per_size):
+            gb = _GB_AT[size["params"]]
+            size["ops"][op][metric] = bench.summarize([v * gb for v in values])
+    return sizes
+
+
+def _working_sizes(user_300m: list[float], io_300m: list[float], system_300m: list[float]) -> list[dict]:
+    # Wall time as in _paired_sizes with a failing paired step: the 300M saves ran 1.5x their
+    # floors. The work counters decide; each op gets flat ones unless a test says otherwise.
+    sizes = _paired_sizes([1.0, 1.5, 1.6])
+    _with_work(sizes, "load_bundle", cpu_user_seconds=[[3.0] * 3, [0.8] * 3, [0.7] * 3], io_bytes=[[1.0e9] * 3] * 3)
+    return _with_work(
+        sizes,
+        "save_bundle",
+        cpu_user_seconds=[[2.0, 2.1, 1.9], [0.9, 0.8, 0.85], user_300m],
+        io_bytes=[[1.0e9] * 3, [1.0e9] * 3, io_300m],
+        cpu_system_seconds=[[0.7] * 3, [0.7] * 3, system_300m],
+    )
+
+
+def test_work_rule_decides_and_passes_flat_user_cpu_and_bytes_whatever_the_wall_time_did():
+    result = _bench_module().linearity(_working_sizes([0.8, 0.85, 0.9], [1.0e9] * 3, [1.4, 1.5, 1.3]))
+    assert result["rule"] == "work per GB"
+    assert result["verdict"] == "PASS", result["verdict"]
+    assert result["paired"]["verdict"].startswith("FAIL")  # the wall-time rule is information now
+    last = result["work"]["growth_between_sizes"]["save_bundle"][-1]
+    assert (last["from"], last["to"], last["rule"]) == ("100M", "300M", "linear")
+    # System CPU doubled per GB (the VM's slow mode): tabulated, not judged.
+    assert last["growth"]["cpu_system_seconds"] == pytest.approx(2.0)
+
+
+def test_work_rule_fails_a_quadratic_share_of_user_cpu():
+    # The 300M saves spent 1.5x the user CPU per GB of the 100M ones (a quadratic share of ~25%).
+    result = _bench_module().linearity(_working_sizes([1.275, 1.3, 1.25], [1.0e9] * 3, [0.7] * 3))
+    assert result["verdict"].startswith("FAIL"), result["verdict"]
+    last = result["work"]["growth_between_sizes"]["save_bundle"][-1]
+    assert last["rule"] == "super-linear" and last["growth"]["cpu_user_seconds"] == pytest.approx(1.5)
+    assert result["work"]["worst_growth_between_sizes"] == pytest.approx(1.5)
+
+
+def test_work_rule_fails_an_op_that_moves_its_bytes_twice_at_the_larger_size():
+    # Same user CPU per GB, but at 300M every byte went through the kernel twice (a re-read).
+    result = _bench_module().linearity(_working_sizes([0.8, 0.85, 0.9], [2.0e9] * 3, [0.7] * 3))
+    assert result["verdict"].startswith("FAIL"), result["verdict"]
+    last = result["work"]["growth_between_sizes"]["save_bundle"][-1]
+    assert last["growth"]["io_bytes"] == pytest.approx(2.0) and last["rule"] == "super-linear"
+
+
+def test_work_rule_is_not_measured_without_the_counters():
+    # Runs 1-12 recorded no I/O counters: they keep their wall-time verdicts and get none here.
+    sizes = _paired_sizes([1.0, 1.0, 1.0])
+    _with_work(sizes, "save_bundle", cpu_user_seconds=[[1.0] * 3] * 3)
+    result = _bench_module().linearity(sizes)
+    assert result["verdict"].startswith("NOT MEASURED"), result["verdict"]
+    assert "save_bundle@10M" in result["verdict"] and result["paired"]["verdict"] == "PASS"
+
+
+def test_work_counters_are_summarized_only_when_every_good_repetition_has_them():
+    bench = _bench_module()
+    base = {"ok": True, "seconds": 1.0, "peak_above_baseline": 1, "sampled_peak_above_baseline": 1}
+    base["retained_above_baseline"] = 0
+    reps = [{**base, "cpu_user_seconds": 0.5, "io_bytes": 100}, {**base, "cpu_user_seconds": 0.7, "io_bytes": 300}]
+    summary = bench.summarize_op([*reps, {"ok": False, "error": "child died"}])
+    assert summary["cpu_user_seconds"]["median"] == 0.6 and summary["io_bytes"]["median"] == 200
+    summary = bench.summarize_op([*reps, {**base, "cpu_user_seconds": 0.6}])  # a result without /proc/self/io
+    assert summary["io_bytes"] is None and summary["cpu_user_seconds"]["n"] == 3
+
+
+def test_io_counters_count_the_bytes_a_write_and_a_read_move(tmp_path):
+    bench = _bench_module()
+    path = tmp_path / "blob"
+    before = bench._io_counters()
+    if before is None:
+        pytest.skip("no /proc/self/io on this system")
+    with open(path, "wb") as f:
+        f.write(b"x" * 3_000_000)
+    with open(path, "rb") as f:
+        assert len(f.read()) == 3_000_000
+    after = bench._io_counters()
+    assert after["wchar"] - before["wchar"] >= 3_000_000
+    assert 3_000_000 <= after["rchar"] - before["rchar"] < 3_100_000
 
 
 def test_a_repetition_without_its_paired_floor_leaves_the_op_unmeasured_for_the_paired_rule():
