@@ -651,9 +651,11 @@ def child_measure(spec: dict) -> dict:
     if floor is not None and profiler is None and spec.get("paired_floor", True):
         out["paired_floor"] = floor
         try:
-            out["paired_floor_seconds"] = paired_floor(
+            floor_out = paired_floor(
                 floor, model, paths, scratch + "_floor", spec.get("cold_cache", False), spec.get("drop_caches", False)
             )
+            out["paired_floor_seconds"] = floor_out.pop("seconds")
+            out.update({f"paired_floor_{k}": v for k, v in floor_out.items()})
         except Exception as e:  # noqa: BLE001 - the op's own measurement above stays valid
             out["paired_floor_error"] = f"{type(e).__name__}: {e}"
     return out
@@ -666,8 +668,11 @@ def child_measure(spec: dict) -> dict:
 FLOOR_SETTLE_SECONDS = 3.0
 
 
-def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool, drop: bool = False) -> float:
-    """Times ``floor`` in this child after the op, on the same bytes; returns its seconds.
+def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool, drop: bool = False) -> dict:
+    """Times ``floor`` in this child after the op, on the same bytes; returns its seconds and work.
+
+    The work counters (user and system CPU, syscall bytes, as the op's) are information: they show
+    how much of a step in the op's system CPU its floor took too.
 
     ``raw_write`` (NumPy write + fsync) pairs with the durable save, ``raw_read`` with the load,
     and ``raw_roundtrip`` (write without fsync, then read back into new arrays) with
@@ -688,7 +693,11 @@ def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: b
             read_into_page_cache(files)
     os.sync()
     time.sleep(FLOOR_SETTLE_SECONDS)
+    import resource
+
     try:
+        io0 = _io_counters()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         if floor == "raw_write":
             result = raw_write(model, scratch)
@@ -700,10 +709,19 @@ def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: b
         else:
             raise ValueError(floor)
         seconds = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        io1 = _io_counters()
         del result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return seconds
+    out = {
+        "seconds": seconds,
+        "cpu_user_seconds": cpu1.ru_utime - cpu0.ru_utime,
+        "cpu_system_seconds": cpu1.ru_stime - cpu0.ru_stime,
+    }
+    if io0 is not None and io1 is not None:
+        out["io_bytes"] = (io1["rchar"] - io0["rchar"]) + (io1["wchar"] - io0["wchar"])
+    return out
 
 
 # Functions whose cumulative time tells where save_bundle / load_bundle spend their time.
@@ -822,10 +840,10 @@ def summarize(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-# What each child counts beside the wall time (see child_measure). The linearity verdict judges
-# the first two per GB (``work_linearity``); the others are tabulated as information.
+# What each child counts beside the wall time (see child_measure, paired_floor). The linearity
+# verdict judges the first two per GB (``work_linearity``); the others are tabulated as information.
 WORK_JUDGED = ("cpu_user_seconds", "io_bytes")
-WORK_INFO = ("cpu_system_seconds", "io_calls", "minor_faults")
+WORK_INFO = ("cpu_system_seconds", "paired_floor_cpu_system_seconds", "io_calls", "minor_faults")
 WORK_COUNTERS = WORK_JUDGED + WORK_INFO
 
 
@@ -959,6 +977,20 @@ def linearity(sizes: list[dict]) -> dict:
     }
 
 
+def _failed_everywhere(sizes: list[dict], ops) -> list[str]:
+    """``op@size`` for each judged op that was run at a size but has no good repetition there.
+
+    Without this, a size where every repetition failed (out of memory at 300M, say) would drop
+    its steps from a rule and leave the verdict PASS on the steps that remain.
+    """
+    return [
+        f"{op}@{label(s['params'])}"
+        for s in sorted(sizes, key=lambda s: s["params"])
+        for op in ops
+        if op in s["ops"] and not s["ops"][op].get("seconds")
+    ]
+
+
 def work_linearity(sizes: list[dict]) -> dict:
     """What each judged op asks of the machine per GB of bundle, across sizes.
 
@@ -991,24 +1023,33 @@ def work_linearity(sizes: list[dict]) -> dict:
                 gb = s["setup"].get("bundle_bytes", 0) / GB
                 row[lab] = summary["median"] / gb if summary and gb else None
             per_gb[metric][op] = row
+
+    def measured(v: float | None) -> bool:
+        return v is not None and v > 0
+
     growth: dict[str, list[dict]] = {}
     worst = None
-    missing = []
+    missing = _failed_everywhere(sizes, LINEARITY_OPS)
     for op in LINEARITY_OPS:
         ran = [lab for lab, s in zip(labels, sizes) if s["ops"].get(op, {}).get("seconds")]
-        missing += [f"{op}@{lab}" for lab in ran if any(not per_gb[m][op][lab] for m in WORK_JUDGED)]
+        missing += [f"{op}@{lab}" for lab in ran if not all(measured(per_gb[m][op][lab]) for m in WORK_JUDGED)]
         steps = []
         for a, b in zip(ran, ran[1:]):
-            g = {m: per_gb[m][op][b] / per_gb[m][op][a] for m in WORK_COUNTERS if per_gb[m][op][a] and per_gb[m][op][b]}
+            g = {
+                m: per_gb[m][op][b] / per_gb[m][op][a]
+                for m in WORK_COUNTERS
+                if measured(per_gb[m][op][a]) and measured(per_gb[m][op][b])
+            }
             judged = [g[m] for m in WORK_JUDGED if m in g]
             if len(judged) < len(WORK_JUDGED):
-                continue
+                continue  # already in ``missing``
             worst = max([*judged, *([] if worst is None else [worst])])
             rule = "linear" if max(judged) <= WORK_GROWTH_LIMIT else "super-linear"
             steps.append({"from": a, "to": b, "growth": g, "rule": rule})
         growth[op] = steps
     if missing:
-        verdict = f"NOT MEASURED (no work counters for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})"
+        shown = f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        verdict = f"NOT MEASURED (no work counters or no good repetition for {shown})"
     else:
         verdict = _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
     return {
@@ -1048,7 +1089,7 @@ def paired_linearity(sizes: list[dict]) -> dict:
         table[op] = row
     growth: dict[str, list[dict]] = {}
     worst = None
-    missing = []
+    missing = _failed_everywhere(sizes, PAIRED_FLOOR_OF)
     for op, row in table.items():
         ran = [lab for lab, s in zip(labels, sizes) if s["ops"].get(op, {}).get("seconds")]
         missing += [f"{op}@{lab}" for lab in ran if row[lab] is None]
@@ -1061,7 +1102,8 @@ def paired_linearity(sizes: list[dict]) -> dict:
                 steps.append({"from": a, "to": b, "floor": PAIRED_FLOOR_OF[op], "growth": g, "rule": rule})
         growth[op] = steps
     if missing:
-        verdict = f"NOT MEASURED (no paired floor for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})"
+        shown = f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        verdict = f"NOT MEASURED (no paired floor or no good repetition for {shown})"
     else:
         verdict = _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
     return {
@@ -1230,15 +1272,17 @@ def print_report(results: dict, log) -> None:
         "=== work per GB of bundle bytes in each op's own child (median over repetitions; linear scaling => "
         f"flat or falling; judged: {' and '.join(work['judged'])}, a step may grow at most x{work['limit']:.1f})"
     )
-    units = {"cpu_user_seconds": 1.0, "cpu_system_seconds": 1.0, "io_bytes": GB, "io_calls": 1.0, "minor_faults": 1.0}
     for metric in work["judged"] + work["information"]:
-        shown = OPS if metric in work["judged"] else LINEARITY_OPS
+        # The judged counters for every op, the baselines and floors included; the information
+        # for the judged ops and the floors' own children, which tell the machine's share.
+        shown = OPS if metric in work["judged"] else (*LINEARITY_OPS, "raw_write", "raw_read")
         unit = {"io_bytes": "GB"}.get(metric, "s" if "seconds" in metric else "count")
         log(f"    {metric} ({unit} per GB){'' if metric in work['judged'] else ' [info]'}")
         for op in shown:
             row = work["per_GB"][metric][op]
             if any(v is not None for v in row.values()):
-                cells = "".join(f"{'-' if row.get(c) is None else f'{row[c] / units[metric]:.4g}':>12}" for c in cols)
+                div = GB if metric == "io_bytes" else 1.0
+                cells = "".join(f"{'-' if row.get(c) is None else f'{row[c] / div:.4g}':>12}" for c in cols)
                 log(f"      {op:<26}{cells}")
     for op, steps in work["growth_between_sizes"].items():
         for st in steps:
@@ -1295,7 +1339,7 @@ def print_report(results: dict, log) -> None:
         v = item["value"]
         log(f"    [{item['verdict']:<11}] {item['target']:<85} measured {'-' if v is None else f'{v:.3f}'}")
     short = work["verdict"].split(" (")[0]
-    log(f"    [{short:<11}] time linear 10M..300M (user CPU and I/O bytes per GB): {work['verdict']}")
+    log(f"    [{short:<11}] linear 10M..300M, judged on work per GB (user CPU, syscall bytes): {work['verdict']}")
     log(f"    [{'info':<11}] paired-floor rule on wall time (the verdict in runs 6-12): {paired['verdict']}")
     log(f"    [{'info':<11}] unpaired rule, {' and '.join(stats)} both: {lin['verdict']}")
     for stat in stats:
