@@ -1005,11 +1005,13 @@ def work_linearity(sizes: list[dict]) -> dict:
     Why these two: on this VM the wall time of identical children differs by up to 2x, and the
     difference is system CPU (page-cache allocation and write-back, whose cost depends on what
     the host did with freed memory), which no floor timed seconds later reliably shares. User CPU
-    and syscall bytes are what the library's code does; a quadratic share ``f`` of the user CPU
-    at 100M grows it by about ``1 + 2f`` to 300M (shares above 10% fail), and re-reading or
-    re-writing data grows the bytes. Kernel time that grows without more bytes or more user work
-    is the machine's; system CPU, syscall counts and page faults are tabulated for it
-    (``WORK_INFO``), unjudged. Results without the counters (runs before 13) are ``NOT MEASURED``.
+    and syscall bytes follow the library's own work; a quadratic share ``f`` of the user CPU at
+    100M grows it by about ``1 + 2f`` to 300M (shares above 10% fail), and re-reading or
+    re-writing data grows the bytes. The rule cannot see kernel time that grows without more
+    bytes or more user work, nor waits that burn no CPU: system CPU (the op's and its paired
+    floor's), syscall counts and page faults are tabulated unjudged (``WORK_INFO``), and the
+    wall-time rules are printed beside it. Results without the counters (runs before 13) are
+    ``NOT MEASURED``.
     """
     sizes = sorted(sizes, key=lambda s: s["params"])
     labels = [label(s["params"]) for s in sizes]
