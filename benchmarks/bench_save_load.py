@@ -1049,11 +1049,7 @@ def work_linearity(sizes: list[dict]) -> dict:
             rule = "linear" if max(judged) <= WORK_GROWTH_LIMIT else "super-linear"
             steps.append({"from": a, "to": b, "growth": g, "rule": rule})
         growth[op] = steps
-    if missing:
-        shown = f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
-        verdict = f"NOT MEASURED (no work counters or no good repetition for {shown})"
-    else:
-        verdict = _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
+    verdict = _measured_verdict(sizes, growth, worst, missing, "no work counters")
     return {
         "judged": list(WORK_JUDGED),
         "information": list(WORK_INFO),
@@ -1103,11 +1099,7 @@ def paired_linearity(sizes: list[dict]) -> dict:
                 rule = "linear" if g <= PAIRED_GROWTH_LIMIT else "super-linear"
                 steps.append({"from": a, "to": b, "floor": PAIRED_FLOOR_OF[op], "growth": g, "rule": rule})
         growth[op] = steps
-    if missing:
-        shown = f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
-        verdict = f"NOT MEASURED (no paired floor or no good repetition for {shown})"
-    else:
-        verdict = _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
+    verdict = _measured_verdict(sizes, growth, worst, missing, "no paired floor")
     return {
         "op_over_paired_floor": table,
         "growth_between_sizes": growth,
@@ -1201,6 +1193,16 @@ def _linearity_by(sizes: list[dict], statistic: str) -> dict:
         "worst_growth_per_GB_between_sizes": worst,
         "verdict": verdict,
     }
+
+
+def _measured_verdict(
+    sizes: list[dict], growth: dict[str, list[dict]], worst: float | None, missing: list[str], lacking: str
+) -> str:
+    """A rule's verdict over its steps, or NOT MEASURED naming the ``op@size`` it lacks data for."""
+    if missing:
+        shown = f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        return f"NOT MEASURED ({lacking} or no good repetition for {shown})"
+    return _verdict(sizes, [st["rule"] for steps in growth.values() for st in steps], worst)
 
 
 def _verdict(sizes: list[dict], rules: list[str], worst: float | None) -> str:
