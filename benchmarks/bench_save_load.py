@@ -180,6 +180,35 @@ def _io_counters() -> dict[str, int] | None:
         return None
 
 
+def _work_start() -> tuple:
+    """A snapshot of this process's work counters, for :func:`_work_since`."""
+    import resource
+
+    return _io_counters(), resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _work_since(start: tuple) -> dict:
+    """What this process (every thread) did since ``start``: CPU time, page faults, syscall I/O."""
+    import resource
+
+    io0, cpu0 = start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    io1 = _io_counters()
+    out = {
+        "cpu_user_seconds": cpu1.ru_utime - cpu0.ru_utime,
+        "cpu_system_seconds": cpu1.ru_stime - cpu0.ru_stime,
+        "minor_faults": cpu1.ru_minflt - cpu0.ru_minflt,
+        "major_faults": cpu1.ru_majflt - cpu0.ru_majflt,
+    }
+    if io0 is not None and io1 is not None:
+        # Bytes and calls through read/write-family syscalls, page-cache hits included: what the
+        # work asked the kernel to move, whatever the device or the VM then made of it. During an
+        # op, the 5 ms sampler's reads of /proc/self/status add about 0.3 MB and 200 calls a second.
+        out["io_bytes"] = (io1["rchar"] - io0["rchar"]) + (io1["wchar"] - io0["wchar"])
+        out["io_calls"] = (io1["syscr"] - io0["syscr"]) + (io1["syscw"] - io0["syscw"])
+    return out
+
+
 def _maxrss_bytes() -> int:
     import resource
 
@@ -510,8 +539,6 @@ def child_setup(spec: dict) -> dict:
 
 
 def child_measure(spec: dict) -> dict:
-    import resource
-
     import faithful_restore as fr
 
     op, params, rep = spec["op"], spec["params"], spec["rep"]
@@ -586,8 +613,7 @@ def child_measure(spec: dict) -> dict:
     hwm_reset = _reset_hwm()
     sampler = _Sampler()
     sampler.start()
-    io0 = _io_counters()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = _work_start()
     t0 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -595,8 +621,7 @@ def child_measure(spec: dict) -> dict:
     if profiler is not None:
         profiler.disable()
     seconds = time.perf_counter() - t0
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    io1 = _io_counters()
+    work = _work_since(start)
     sampled = sampler.stop()
     hwm = _status("VmHWM")
     maxrss = _maxrss_bytes()
@@ -610,18 +635,9 @@ def child_measure(spec: dict) -> dict:
         "sampled_peak_above_baseline": sampled - base,
         "ru_maxrss_above_baseline": maxrss - base,
         "retained_above_baseline": after - base,
-        # Every thread of the child, the 5 ms sampler included (a few ms).
-        "cpu_user_seconds": cpu1.ru_utime - cpu0.ru_utime,
-        "cpu_system_seconds": cpu1.ru_stime - cpu0.ru_stime,
-        "minor_faults": cpu1.ru_minflt - cpu0.ru_minflt,
-        "major_faults": cpu1.ru_majflt - cpu0.ru_majflt,
+        # Every thread of the child, the 5 ms sampler included (a few ms of CPU).
+        **work,
     }
-    if io0 is not None and io1 is not None:
-        # Bytes and calls through read/write-family syscalls, page-cache hits included: what the
-        # op asked the kernel to move, whatever the device or the VM then made of it. The 5 ms
-        # sampler's reads of /proc/self/status add about 0.3 MB and 200 calls per second.
-        out["io_bytes"] = (io1["rchar"] - io0["rchar"]) + (io1["wchar"] - io0["wchar"])
-        out["io_calls"] = (io1["syscr"] - io0["syscr"]) + (io1["syscw"] - io0["syscw"])
     del result
     written = scratch + ".keras" if op == "keras_save" else scratch
     if op in ("save_bundle", "keras_save", "ckpt_write", "raw_write") and os.path.exists(written):
@@ -671,8 +687,8 @@ FLOOR_SETTLE_SECONDS = 3.0
 def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: bool, drop: bool = False) -> dict:
     """Times ``floor`` in this child after the op, on the same bytes; returns its seconds and work.
 
-    The work counters (user and system CPU, syscall bytes, as the op's) are information: they show
-    how much of a step in the op's system CPU its floor took too.
+    The work counters (``_work_since``, as the op's) are information: they show how much of a
+    step in the op's system CPU its floor took too.
 
     ``raw_write`` (NumPy write + fsync) pairs with the durable save, ``raw_read`` with the load,
     and ``raw_roundtrip`` (write without fsync, then read back into new arrays) with
@@ -693,11 +709,8 @@ def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: b
             read_into_page_cache(files)
     os.sync()
     time.sleep(FLOOR_SETTLE_SECONDS)
-    import resource
-
     try:
-        io0 = _io_counters()
-        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        start = _work_start()
         t0 = time.perf_counter()
         if floor == "raw_write":
             result = raw_write(model, scratch)
@@ -709,19 +722,11 @@ def paired_floor(floor: str, model, paths: dict[str, str], scratch: str, cold: b
         else:
             raise ValueError(floor)
         seconds = time.perf_counter() - t0
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        io1 = _io_counters()
+        work = _work_since(start)
         del result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    out = {
-        "seconds": seconds,
-        "cpu_user_seconds": cpu1.ru_utime - cpu0.ru_utime,
-        "cpu_system_seconds": cpu1.ru_stime - cpu0.ru_stime,
-    }
-    if io0 is not None and io1 is not None:
-        out["io_bytes"] = (io1["rchar"] - io0["rchar"]) + (io1["wchar"] - io0["wchar"])
-    return out
+    return {"seconds": seconds, **work}
 
 
 # Functions whose cumulative time tells where save_bundle / load_bundle spend their time.
@@ -1045,7 +1050,7 @@ def work_linearity(sizes: list[dict]) -> dict:
             judged = [g[m] for m in WORK_JUDGED if m in g]
             if len(judged) < len(WORK_JUDGED):
                 continue  # already in ``missing``
-            worst = max([*judged, *([] if worst is None else [worst])])
+            worst = max(judged) if worst is None else max(worst, *judged)
             rule = "linear" if max(judged) <= WORK_GROWTH_LIMIT else "super-linear"
             steps.append({"from": a, "to": b, "growth": g, "rule": rule})
         growth[op] = steps
