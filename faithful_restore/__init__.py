@@ -1,5 +1,7 @@
 """faithful_restore: save a Keras model so the restored model is the one that was saved, and prove it."""
 
+# First: an unsupported TensorFlow/Keras fails here, at import, never halfway through a save.
+from faithful_restore import _supported  # noqa: F401  (isort: skip)
 from faithful_restore._bundle import Bundle, load_bundle, save_bundle
 from faithful_restore._compare import compare
 from faithful_restore._environment import Environment
@@ -17,6 +19,7 @@ from faithful_restore.errors import (
     IntegrityError,
     PreprocessingWarning,
     RoundtripError,
+    UnsupportedEnvironmentError,
     VersionSkewError,
     VersionSkewWarning,
 )
@@ -41,6 +44,7 @@ __all__ = [
     "PreprocessingWarning",
     "Report",
     "RoundtripError",
+    "UnsupportedEnvironmentError",
     "Segment",
     "Signature",
     "TensorRecord",

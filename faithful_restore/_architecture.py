@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from faithful_restore import _keras_internals
+
 # Config keys that set how strongly a layer regularizes training.
 _REGULARIZATION_KEYS = (
     "rate",
@@ -64,7 +66,7 @@ def iter_layers(model: Any) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
 
     def walk(layer: Any, prefix: str) -> None:
-        children = layer._flatten_layers(include_self=False, recursive=False)
+        children = _keras_internals.direct_sublayers(layer)
         for child in children:
             path = f"{prefix}/{child.name}" if prefix else child.name
             out.append((path, child))
@@ -97,7 +99,7 @@ def describe(model: Any) -> dict[str, Any]:
                 "trainable": bool(layer.trainable),
                 "weights": [
                     {"name": w.name, "shape": [int(d) for d in w.shape], "dtype": str(w.dtype)}
-                    for w in layer._trainable_variables + layer._non_trainable_variables
+                    for w in _keras_internals.own_variables(layer)
                 ],
             }
         )

@@ -29,20 +29,16 @@ from typing import Any
 
 from faithful_restore import (
     _architecture,
-    _deferred_init,
     _distribution,
     _environment,
     _fileio,
-    _inline_hash,
+    _keras_format,
     _optimizer,
-    _prefetch,
     _preprocessing,
     _probe,
     _progress,
     _random_state,
     _safety,
-    _save_views,
-    _sequential_build,
     _signature,
 )
 from faithful_restore._manifest import (
@@ -65,6 +61,11 @@ from faithful_restore.errors import (
     VersionSkewError,
     VersionSkewWarning,
 )
+from faithful_restore.fast import deferred_init as _deferred_init
+from faithful_restore.fast import inline_hash as _inline_hash
+from faithful_restore.fast import prefetch as _prefetch
+from faithful_restore.fast import save_views as _save_views
+from faithful_restore.fast import sequential_build as _sequential_build
 
 LIBRARY_VERSION = "0.1.0"
 MODEL_DIR = "model"
@@ -367,7 +368,7 @@ def _write(
         with _inline_hash.recording(stage) as recorder, _save_views.writing():
             try:
                 with _fileio.early_writeback(stage) if durable else contextlib.nullcontext():
-                    model.save(os.path.join(stage, MODEL_DIR), zipped=False)
+                    _keras_format.save_directory(model, os.path.join(stage, MODEL_DIR))
             except Exception as e:  # noqa: BLE001 - surface Keras' failure as ours, with the cause
                 raise BundleError(f"Keras could not save model {model.name!r}: {type(e).__name__}: {e}") from e
             if source == "separate":
@@ -634,7 +635,6 @@ def _load_model(
     is built from its verified config first and the weights are parsed only after the wait
     returns, so the hashing overlaps Keras' layer construction and nothing unverified is parsed.
     """
-    import keras
 
     raw = _fileio.read_bytes(os.path.join(root, *MODEL_CONFIG.split("/")), _MAX_CONFIG_BYTES)
     try:
@@ -659,8 +659,8 @@ def _load_model(
                 model.load_weights(os.path.join(root, *MODEL_WEIGHTS.split("/")), **skip)
             else:
                 _scan_weight_files(root, manifest)
-                model = keras.saving.load_model(
-                    os.path.join(root, MODEL_DIR), custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+                model = _keras_format.load_directory(
+                    os.path.join(root, MODEL_DIR), custom_objects=custom_objects, safe_mode=safe_mode
                 )
     except FaithfulRestoreError:
         raise

@@ -18,6 +18,7 @@ import numpy as np
 from faithful_restore import (
     _architecture,
     _environment,
+    _keras_internals,
     _preprocessing,
     _probe,
     _random_state,
@@ -83,7 +84,7 @@ def _array_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _layer_weights(layer: Any) -> list[Any]:
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    return _keras_internals.own_variables(layer)
 
 
 def _is_preprocessing(layer: Any) -> bool:

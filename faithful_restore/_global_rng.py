@@ -16,13 +16,23 @@ NAMES = (TF_GENERATOR, KERAS_SEED)
 
 
 def _keras_global_seed(create: bool) -> Any:
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
+    """The state variable of Keras' global SeedGenerator; None if there is none (or none can be found).
 
-    generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
-    if generator is None and create:
+    Keras has no public accessor: the generator lives in its global state under the key
+    ``"global_seed_generator"`` (named ``GLOBAL_SEED_GENERATOR`` from Keras 3.13 on). A Keras
+    that moved it leaves it uncaptured rather than failing a save; tests/test_manager.py pins it.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+    except ImportError:
+        return None
+    key = getattr(seed_generator, "GLOBAL_SEED_GENERATOR", "global_seed_generator")
+    generator = global_state.get_global_attribute(key)
+    if generator is None and create and callable(getattr(seed_generator, "global_seed_generator", None)):
         generator = seed_generator.global_seed_generator()
-    return None if generator is None else generator.state
+    state = getattr(generator, "state", None)
+    return state if state is not None and hasattr(state, "assign") else None
 
 
 def _tf_global_generator(create: bool) -> Any:

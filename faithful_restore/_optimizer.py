@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _prefetch, _save_views
+from faithful_restore import _keras_internals
 from faithful_restore._architecture import class_name, jsonable
 from faithful_restore.errors import BundleError
+from faithful_restore.fast import prefetch as _prefetch
+from faithful_restore.fast import save_views as _save_views
 
 H5_GROUP = "optimizer"
 
@@ -30,8 +32,8 @@ def variable_indices(optimizer: Any, model: Any) -> list[int] | None:
     ``model.variables`` rather than the trainable ones: a layer frozen after training (fine-tuning)
     keeps its optimizer slots.
     """
-    built_on = getattr(optimizer, "_trainable_variables", None)
-    if not getattr(optimizer, "built", False) or built_on is None:
+    built_on = _keras_internals.optimizer_built_on(optimizer)
+    if built_on is None:
         return None
     index = {id(v): i for i, v in enumerate(model.variables)}
     out = []
@@ -138,7 +140,7 @@ def restore(optimizer: Any, record: dict[str, Any], h5_path: str, model: Any, cu
     saved = record["variables"]
     if record["built"]:
         wanted = built_on(record, model)
-        current = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+        current = _keras_internals.optimizer_built_on(optimizer)
         if current is not None and [id(v) for v in current] != [id(v) for v in wanted]:
             optimizer = deserialize(record, custom_objects)
         if not optimizer.built:

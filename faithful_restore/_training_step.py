@@ -8,13 +8,15 @@ optimizer state, iterations and random state are the same after the call as befo
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from faithful_restore import _deferred_init
+from faithful_restore import _keras_internals
 from faithful_restore._random_state import components, read, restoring
+from faithful_restore.fast import deferred_init as _deferred_init
 
 
 def is_distributed(model: Any) -> bool:
@@ -47,7 +49,14 @@ def loss_for(model: Any, loss_fn: Callable[..., Any] | None) -> Callable[..., An
 
         return custom
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        # Keras 3.4 added compute_loss(training=); before it, the loss is always the training one.
+        try:
+            takes_training = "training" in inspect.signature(model.compute_loss).parameters
+        except (TypeError, ValueError):
+            takes_training = False
+        if takes_training:
+            return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred)
     return None
 
 
@@ -82,7 +91,7 @@ def targets_like(model: Any, outputs: Any, seed: int = 0) -> Any:
 
 def _step_targets(optimizer: Any, model: Any) -> list[Any]:
     """The variables a step updates: those ``optimizer`` was built on, else every trainable one."""
-    built_on = getattr(optimizer, "_trainable_variables", None) if optimizer.built else None
+    built_on = _keras_internals.optimizer_built_on(optimizer)
     return list(built_on) if built_on else list(model.trainable_variables)
 
 

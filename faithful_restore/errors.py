@@ -14,6 +14,7 @@ __all__ = [
     "InputCheckError",
     "IntegrityError",
     "RoundtripError",
+    "UnsupportedEnvironmentError",
     "VersionSkewError",
     "VersionSkewWarning",
     "PreprocessingWarning",
@@ -26,6 +27,10 @@ class FaithfulRestoreError(Exception):
 
 class BundleError(FaithfulRestoreError):
     """A bundle cannot be written or read: bad arguments, bad model, bad or hostile files."""
+
+
+class UnsupportedEnvironmentError(FaithfulRestoreError, ImportError):
+    """TensorFlow or Keras is older than the range faithful_restore supports (raised at import)."""
 
 
 class IntegrityError(BundleError):

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from faithful_restore import _keras_internals
 from faithful_restore._manager import BundleManager
 from faithful_restore.errors import BundleError
 
@@ -92,11 +93,11 @@ class BundleCheckpoint(keras.callbacks.Callback):
         best = meta.get("best")
         self._best = float(best) if isinstance(best, (int, float)) else None
         # Keras' own BackupAndRestore resumes fit through this attribute.
-        self.model._initial_epoch = self.initial_epoch
+        _keras_internals.set_initial_epoch(self.model, self.initial_epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.model._initial_epoch == self.initial_epoch:
-            self.model._initial_epoch = None  # a later fit() starts where its caller says
+        if _keras_internals.initial_epoch(self.model) == self.initial_epoch:
+            _keras_internals.set_initial_epoch(self.model, None)  # a later fit() starts where its caller says
 
     # -------------------------------------------------------------- saving
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

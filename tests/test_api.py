@@ -90,3 +90,15 @@ def test_assert_roundtrip_and_compare_bad_arguments(saved):
         fr.compare(model, model, atol=float("nan"))
     with pytest.raises(fr.BundleError, match="cannot be called on sample_inputs"):
         fr.assert_roundtrip(model, np.ones((2, 9), "float32"))
+
+
+def test_an_unsupported_stack_fails_at_import_with_a_clear_message():
+    from faithful_restore import _supported
+
+    _supported.check("2.21.0", "3.15.1")
+    _supported.check("2.16.2", "3.3.3")
+    with pytest.raises(fr.UnsupportedEnvironmentError, match=r"Keras 3\.2\.1 \(needs >= 3\.3\)") as info:
+        _supported.check("2.16.2", "3.2.1")
+    assert isinstance(info.value, ImportError) and "pip install" in str(info.value)
+    with pytest.raises(fr.UnsupportedEnvironmentError, match=r"TensorFlow 2\.15\.1 .* and Keras 2\.15\.0"):
+        _supported.check("2.15.1", "2.15.0")

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 import faithful_restore as fr
-from faithful_restore import _deferred_init
+from faithful_restore.fast import deferred_init as _deferred_init
 
 BIG = 300  # a 300 x 300 kernel (90,000 elements) is deferred; a 300-element bias is not
+
+needs_patch = pytest.mark.skipif(
+    not _deferred_init.PATCH.available(), reason="this Keras has no Variable._initialize_with_initializer"
+)
 
 
 @keras.saving.register_keras_serializable(package="fr_tests")
@@ -72,6 +76,7 @@ def _dense(seed: int = 3) -> keras.layers.Dense:
     return layer
 
 
+@needs_patch
 def test_assigned_variables_skip_their_initializer():
     before = _calls()
     value = np.full((BIG, BIG), 0.25, np.float32)
@@ -90,6 +95,7 @@ def test_unassigned_variables_get_the_value_keras_would_give():
     np.testing.assert_array_equal(np.asarray(layer.kernel), reference)
 
 
+@needs_patch
 def test_other_threads_build_normally_meanwhile():
     reference = np.asarray(_dense(seed=5).kernel)
     seen: dict[str, object] = {}
@@ -107,6 +113,7 @@ def test_other_threads_build_normally_meanwhile():
     np.testing.assert_array_equal(seen["kernel"], reference)
 
 
+@needs_patch
 def test_an_exception_leaves_nothing_deferred():
     with pytest.raises(RuntimeError):
         with _deferred_init.deferred():
@@ -128,6 +135,7 @@ def _model() -> keras.Model:
     return model, x
 
 
+@needs_patch
 def test_load_bundle_skips_initializers_and_restores_everything(tmp_path):
     model, x = _model()
     fr.save_bundle(model, tmp_path / "b", sample_inputs=x)
@@ -148,3 +156,37 @@ def test_a_variable_the_bundle_does_not_hold_is_initialized_like_keras_does(tmp_
     theirs = keras.saving.load_model(tmp_path / "m.keras").get_layer("proj").kernel
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(model.get_layer("proj").kernel))
+
+
+@needs_patch
+def test_a_write_that_bypasses_keras_assign_is_kept():
+    # A Keras that loads through another method than assign() must not see its values replaced.
+    value = np.full((BIG, BIG), 0.5, np.float32)
+    with _deferred_init.deferred():
+        layer = _dense()
+        layer.kernel.value.assign(value)  # the TF variable directly, not Keras' assign
+    np.testing.assert_array_equal(np.asarray(layer.kernel), value)
+
+
+@needs_patch
+def test_an_assign_recorded_in_a_stateless_scope_does_not_count_as_a_write():
+    reference = np.asarray(_dense(seed=13).kernel)
+    with _deferred_init.deferred():
+        layer = _dense(seed=13)
+        with keras.StatelessScope():
+            layer.kernel.assign(np.zeros((BIG, BIG), np.float32))  # recorded, not written
+    np.testing.assert_array_equal(np.asarray(layer.kernel), reference)
+
+
+def test_variables_created_in_a_stateless_scope_are_never_deferred():
+    with _deferred_init.deferred(), keras.StatelessScope():
+        assert not _deferred_init._may_defer(_dense().kernel)
+
+
+def test_switch_off_defers_nothing(monkeypatch):
+    monkeypatch.setenv("FAITHFUL_RESTORE_FAST", "0")
+    before = _calls()
+    with _deferred_init.deferred():
+        _dense()
+        assert _calls() == before + 2  # both initializers ran at once
+    assert not _deferred_init.PATCH.installed()

@@ -15,9 +15,17 @@ import pytest
 from conftest import assert_same_variables, mirrored_strategy
 
 import faithful_restore as fr
-from faithful_restore import Cause, _distribution
+from faithful_restore import Cause, _distribution, _supported
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "multiworker.py")
+
+# Keras 3.3's MirroredStrategy fit leaves every variable different between the replicas (measured
+# without faithful_restore: a Dense kernel's replicas differ by 0.075 after two epochs) and cannot
+# run synchronized BatchNormalization; Keras 3.5 fixed both. docs/distributed.md states the range.
+KERAS_MIRRORS_CORRECTLY = _supported.parse(keras.__version__) >= (3, 5)
+needs_mirrored_fit = pytest.mark.skipif(
+    not KERAS_MIRRORS_CORRECTLY, reason=f"Keras {keras.__version__}'s MirroredStrategy fit diverges replicas"
+)
 
 
 def _strategy():
@@ -45,6 +53,7 @@ def _trained(strategy, batchnorm=False, dropout=False):
     return model
 
 
+@needs_mirrored_fit
 @pytest.mark.parametrize("save_in_scope", [True, False])
 @pytest.mark.parametrize("load_in_scope", [True, False])
 def test_mirrored_save_and_load_inside_and_outside_scope(tmp_path, save_in_scope, load_in_scope):
@@ -68,6 +77,7 @@ def _null():
     return contextlib.nullcontext()
 
 
+@needs_mirrored_fit
 def test_cross_topology_next_step(tmp_path):
     """Saved with 2 replicas, restored with 1 and with 2: the next step is the same math."""
     strategy = _strategy()
@@ -87,6 +97,7 @@ def test_cross_topology_next_step(tmp_path):
     assert_same_variables(model.trainable_variables, mirrored.model.trainable_variables)
 
 
+@needs_mirrored_fit
 def test_replica_divergence_recorded_and_reported(tmp_path):
     strategy = _strategy()
     model = _trained(strategy, batchnorm=True)
@@ -101,6 +112,7 @@ def test_replica_divergence_recorded_and_reported(tmp_path):
     assert report.ok  # the bundle itself is faithful to replica 0
 
 
+@needs_mirrored_fit
 def test_synchronized_batchnorm_does_not_diverge():
     strategy = _strategy()
     with strategy.scope():
@@ -117,6 +129,16 @@ def test_synchronized_batchnorm_does_not_diverge():
     x, y = _data()
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert _distribution.replica_divergence(model) == []
+
+
+@pytest.mark.skipif(KERAS_MIRRORS_CORRECTLY, reason="the divergent-fit Keras (< 3.5) only")
+def test_a_keras_whose_mirrored_fit_diverges_is_reported_not_hidden(tmp_path):
+    model = _trained(_strategy())
+    diverged = {d["path"].rsplit("/", 1)[-1] for d in _distribution.replica_divergence(model)}
+    assert {"kernel", "bias"} <= diverged
+    fr.save_bundle(model, str(tmp_path / "b"), sample_inputs=_data(8)[0])
+    found = [f for f in fr.verify_bundle(str(tmp_path / "b")).findings if f.cause is Cause.REPLICA_DIVERGENCE]
+    assert found
 
 
 def test_parameter_server_strategy_is_refused_clearly():
@@ -178,7 +200,7 @@ def test_multi_worker_only_chief_writes(tmp_path):
     assert results[0]["distribution"]["strategy"] == "MultiWorkerMirroredStrategy"
     assert results[0]["distribution"]["num_workers"] == 2
     bundle = fr.load_bundle(path)
-    assert int(bundle.optimizer.iterations) == results[0]["iterations"] == 3
+    assert int(bundle.optimizer.iterations.numpy()) == results[0]["iterations"] == 3
     assert bundle.manifest.distribution["num_replicas_in_sync"] == 2
     leftovers = [n for n in os.listdir(tmp_path) if n.startswith("faithful_restore-worker-")]
     assert leftovers == []  # the non-chief removed its private bundle

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import faithful_restore as fr
-from faithful_restore import _inline_hash
+from faithful_restore.fast import inline_hash as _inline_hash
 
 BIG = _inline_hash.MIN_SEGMENT // 4 + 1000  # float32 elements: just over one segment
 

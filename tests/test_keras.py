@@ -31,7 +31,7 @@ def test_callback_saves_each_epoch_and_resumes_with_initial_epoch(tmp_path):
     history = resumed.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[ckpt2])
     assert ckpt2.initial_epoch == 3
     assert len(history.history["loss"]) == 2  # epochs 4 and 5 only
-    assert int(resumed.optimizer.iterations) == 20
+    assert int(resumed.optimizer.iterations.numpy()) == 20
     assert resumed._initial_epoch is None
 
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import faithful_restore as fr
-from faithful_restore import _prefetch
 from faithful_restore.errors import IntegrityError
+from faithful_restore.fast import prefetch as _prefetch
 
 WIDE = 600  # a 600x600 float32 kernel is 1.44 MB: above _prefetch.MIN_KEEP
 

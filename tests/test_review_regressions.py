@@ -90,7 +90,7 @@ def test_layer_frozen_after_training_keeps_its_optimizer_state(tmp_path):
     fr.save_bundle(model, path)
     bundle = fr.load_bundle(path)
     assert_same_variables(model.optimizer.variables, bundle.optimizer.variables)
-    assert int(bundle.optimizer.iterations) == int(model.optimizer.iterations)
+    assert int(bundle.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
 
 
 def test_callback_survives_a_nan_loss(tmp_path):

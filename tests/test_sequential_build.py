@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from keras.src.models.sequential import Sequential
 
 import faithful_restore as fr
-from faithful_restore import _sequential_build
+from faithful_restore.fast import sequential_build as _sequential_build
 
 
 @keras.saving.register_keras_serializable(package="fr_tests")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _hooks
+from faithful_restore.fast._patch import Patch, Target, h5_stores, wrapper_of
 
 _local = threading.local()
 
@@ -67,56 +67,59 @@ def _flagged(name: str) -> Callable[[Any], Any]:
             finally:
                 setattr(_local, name, False)
 
-        return method
+        return wrapper_of(original, method)
 
     return make
 
 
 def _viewing_numpy(original: Any) -> Any:
-    def numpy(self: Any) -> Any:
-        if getattr(_local, "in_optimizer_save", False):
+    def numpy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "in_optimizer_save", False) and not args and not kwargs:
             found = view(self)
             if found is not None:
                 return found
-        return original(self)
+        return original(self, *args, **kwargs)
 
-    return numpy
+    return wrapper_of(original, numpy)
 
 
 def _viewing_convert(original: Any) -> Any:
-    def convert_to_numpy(x: Any) -> Any:
-        if getattr(_local, "in_store_setitem", False):
+    def convert_to_numpy(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "in_store_setitem", False) and len(args) == 1 and not kwargs:
+            x = args[0]
             if type(x) is np.ndarray:
                 return x  # h5py only reads it
             found = view(x)
             if found is not None:
                 return found
-        return original(x)
+        return original(*args, **kwargs)
 
-    return convert_to_numpy
+    return wrapper_of(original, convert_to_numpy)
 
 
-def _install() -> bool:
-    try:
-        from keras.src import backend
-        from keras.src.backend.tensorflow.core import Variable
-        from keras.src.optimizers.base_optimizer import BaseOptimizer
-    except ImportError:
-        return False
-    stores = _hooks.keras_h5_stores()
-    return (
-        bool(stores)
-        and all(_hooks.wrap_once(store, {"__setitem__": _flagged("in_store_setitem")}) for store in stores)
-        and _hooks.wrap_once(backend, {"convert_to_numpy": _viewing_convert})
-        and _hooks.wrap_once(BaseOptimizer, {"save_own_variables": _flagged("in_optimizer_save")})
-        and _hooks.wrap_once(Variable, {"numpy": _viewing_numpy})
-    )
+def _targets() -> list[Target]:
+    from keras.src import backend
+    from keras.src.backend.tensorflow.core import Variable
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    return [
+        *[
+            Target(store, "__setitem__", params, _flagged("in_store_setitem"))
+            for store, params in h5_stores("__setitem__")
+        ],
+        Target(backend, "convert_to_numpy", ("x",), _viewing_convert),
+        Target(BaseOptimizer, "save_own_variables", ("self", "store"), _flagged("in_optimizer_save")),
+        Target(Variable, "numpy", ("self",), _viewing_numpy),
+    ]
+
+
+PATCH = Patch("save_views", _targets)
 
 
 @contextlib.contextmanager
 def writing() -> Iterator[None]:
     """Within the block, this thread's Keras HDF5 writes read the variables without copying them."""
-    if getattr(_local, "active", False) or not _install():
+    if getattr(_local, "active", False) or not PATCH.active():
         yield
         return
     _local.active = True

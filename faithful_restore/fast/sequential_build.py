@@ -18,34 +18,17 @@ loaded model uses.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from faithful_restore import _hooks
+from faithful_restore.fast._patch import Patch, Target, wrapper_of
 
 _local = threading.local()
 
 
 def _deferring() -> dict[int, Any] | None:
     return getattr(_local, "models", None)
-
-
-def _looking_like(original: Any, wrapper: Any) -> Any:
-    """``wrapper`` with ``original``'s name, doc and signature.
-
-    Keras inspects ``__init__`` (``Operation.__new__`` records constructor arguments) with both
-    ``getfullargspec`` and ``signature``; ``__signature__`` answers both alike, where
-    ``functools.wraps`` (``__wrapped__``) would answer only the latter.
-    """
-    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
-        setattr(wrapper, attribute, getattr(original, attribute, None))
-    try:
-        wrapper.__signature__ = inspect.signature(original)
-    except (TypeError, ValueError):
-        pass
-    return wrapper
 
 
 def _claiming_init(original: Any) -> Any:
@@ -58,17 +41,18 @@ def _claiming_init(original: Any) -> Any:
             models[id(self)] = self
         original(self, *args, **kwargs)
 
-    return _looking_like(original, __init__)
+    return wrapper_of(original, __init__)
 
 
 def _deferring_add(original: Any) -> Any:
-    def add(self: Any, layer: Any, rebuild: bool = True) -> Any:
+    def add(self: Any, *args: Any, **kwargs: Any) -> Any:
         models = _deferring()
-        if rebuild and models is not None and id(self) in models:
-            rebuild = False
-        return original(self, layer, rebuild=rebuild)
+        # Only the plain call from_config makes, add(layer), is changed.
+        if models is not None and id(self) in models and len(args) == 1 and not kwargs:
+            return original(self, args[0], rebuild=False)
+        return original(self, *args, **kwargs)
 
-    return _looking_like(original, add)
+    return wrapper_of(original, add)
 
 
 def _all_built_on_deserialization(config: Any) -> bool:
@@ -90,18 +74,19 @@ def _all_built_on_deserialization(config: Any) -> bool:
     return True
 
 
-def _building_once(original: Any) -> Any:
-    function = original.__func__  # a classmethod: call it with the class it was called on
+def _building_once(function: Any) -> Any:
+    """Wraps the function under the ``from_config`` classmethod (called with the class)."""
 
-    def from_config(cls: Any, config: Any, custom_objects: Any = None) -> Any:
+    def from_config(cls: Any, *args: Any, **kwargs: Any) -> Any:
         models = _deferring()
+        config = args[0] if args else kwargs.get("config")
         if models is None or cls is not _sequential() or not _all_built_on_deserialization(config):
-            return function(cls, config, custom_objects)
+            return function(cls, *args, **kwargs)
         outer_claim = getattr(_local, "claim", False)
         _local.claim = True
         before = set(models)
         try:
-            model = function(cls, config, custom_objects)
+            model = function(cls, *args, **kwargs)
         finally:
             _local.claim = outer_claim
             claimed = [models.pop(key) for key in set(models) - before]
@@ -113,7 +98,7 @@ def _building_once(original: Any) -> Any:
                 sequential._maybe_rebuild()
         return model
 
-    return classmethod(_looking_like(function, from_config))
+    return wrapper_of(function, from_config)
 
 
 def _sequential() -> Any:
@@ -122,28 +107,32 @@ def _sequential() -> Any:
     return Sequential
 
 
-def _install() -> bool:
-    """Wraps Keras' Sequential once; False when this Keras lacks the expected methods."""
-    try:
-        sequential = _sequential()
-    except ImportError:
-        return False
+def _targets() -> list[Target]:
+    import keras
+
+    from faithful_restore._supported import parse
+
+    # Keras 3.3's Sequential.build compares the saved (JSON list) input shape with the InputLayer's
+    # tuple without standardizing it, so a model not built by add() cannot be built from its config.
+    if parse(keras.__version__) < (3, 5):
+        raise RuntimeError(f"verified from Keras 3.5 on, found {keras.__version__}")
+    sequential = _sequential()
     if not callable(getattr(sequential, "_maybe_rebuild", None)):
-        return False
-    try:
-        if "rebuild" not in inspect.signature(sequential.add).parameters:
-            return False
-    except (TypeError, ValueError):
-        return False
-    return _hooks.wrap_once(
-        sequential, {"__init__": _claiming_init, "add": _deferring_add, "from_config": _building_once}
-    )
+        raise AttributeError("Sequential._maybe_rebuild is missing")
+    return [
+        Target(sequential, "__init__", ("self", "layers", "trainable", "name"), _claiming_init),
+        Target(sequential, "add", ("self", "layer", "rebuild"), _deferring_add),
+        Target(sequential, "from_config", ("config", "custom_objects"), _building_once),
+    ]
+
+
+PATCH = Patch("sequential_build", _targets)
 
 
 @contextlib.contextmanager
 def once() -> Iterator[None]:
     """Within the block, Sequential models that Keras deserializes on this thread build once."""
-    if _deferring() is not None or not _install():
+    if _deferring() is not None or not PATCH.active():
         yield
         return
     _local.models = {}

@@ -22,8 +22,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from faithful_restore import _fileio, _hooks
+from faithful_restore import _fileio
 from faithful_restore._manifest import Segment
+from faithful_restore.fast._patch import Patch, Target, wrapper_of
 
 # Smaller datasets are hashed with the metadata around them: one segment each would bloat the
 # manifest for no gain. 1 MiB also exceeds HDF5's 64 KiB sieve buffer, so the data is on disk
@@ -143,16 +144,20 @@ def _recording_create_dataset(original: Any) -> Any:
             recorder.offer(dataset)
         return dataset
 
-    return create_dataset
+    return wrapper_of(original, create_dataset)
 
 
-def _install() -> bool:
-    """Wraps ``h5py.Group.create_dataset`` once; it acts only inside :func:`recording`."""
-    try:
-        import h5py
-    except ImportError:
-        return False
-    return _hooks.wrap_once(h5py.Group, {"create_dataset": _recording_create_dataset})
+def _targets() -> list[Target]:
+    import h5py
+
+    return [
+        Target(
+            h5py.Group, "create_dataset", ("self", "name", "shape", "dtype", "data", "kwds"), _recording_create_dataset
+        )
+    ]
+
+
+PATCH = Patch("inline_hash", _targets)
 
 
 @contextlib.contextmanager
@@ -163,7 +168,7 @@ def recording(directory: str) -> Iterator[Recorder]:
     are unaffected; nested blocks are not supported (the inner one records nothing).
     """
     recorder = Recorder(directory)
-    if getattr(_local, "recorder", None) is not None or not _install():
+    if getattr(_local, "recorder", None) is not None or not PATCH.active():
         yield recorder
         return
     recorder._thread.start()

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _fileio, _inline_hash
+from faithful_restore import _fileio
+from faithful_restore.fast import inline_hash as _inline_hash
+from faithful_restore.fast._patch import Patch, Target, h5_stores, wrapper_of
 
 # Smaller segments are metadata or small tensors (the writer never records a dataset below this):
 # hashed, not kept.
@@ -198,7 +200,7 @@ def serving(buffers: Buffers | None) -> Iterator[None]:
     when the block starts. Buffers still unclaimed at the end are released. Without hooks (another
     Keras), Keras reads the file as usual.
     """
-    if buffers is None or getattr(_local, "buffers", None) is not None or not _install():
+    if buffers is None or getattr(_local, "buffers", None) is not None or not PATCH.active():
         yield
         return
     _local.buffers = buffers
@@ -238,8 +240,9 @@ def take(dataset: Any) -> np.ndarray | None:
 
 
 def _serving_getitem(original: Any) -> Any:
-    def __getitem__(self: Any, key: Any) -> Any:
-        if getattr(_local, "buffers", None) is not None:
+    def __getitem__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        key = args[0] if len(args) == 1 and not kwargs else None
+        if key is not None and getattr(_local, "buffers", None) is not None:
             import h5py
 
             group = getattr(self, "_h5_entry_group", getattr(self, "group", None))
@@ -249,20 +252,22 @@ def _serving_getitem(original: Any) -> Any:
                     found = take(group[key])
                     if found is not None:
                         return found
-        return original(self, key)
+        return original(self, *args, **kwargs)
 
-    return __getitem__
+    return wrapper_of(original, __getitem__)
 
 
 def _donating_convert(original: Any) -> Any:
-    def _convert_to_tensor(self: Any, value: Any, dtype: Any = None) -> Any:
-        if type(value) is Donatable and value._fr_donatable:
+    def _convert_to_tensor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        value = args[0] if args else kwargs.get("value")
+        if type(value) is Donatable and value._fr_donatable and len(args) + len(kwargs) <= 2:
+            dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
             tensor = donate(value, dtype if dtype is not None else getattr(self, "_dtype", None))
             if tensor is not None:
                 return tensor
-        return original(self, value, dtype=dtype)
+        return original(self, *args, **kwargs)
 
-    return _convert_to_tensor
+    return wrapper_of(original, _convert_to_tensor)
 
 
 def donate(value: Donatable, dtype: Any) -> Any:
@@ -283,16 +288,13 @@ def donate(value: Donatable, dtype: Any) -> Any:
     return tensor
 
 
-def _install() -> bool:
-    try:
-        from keras.src.backend.tensorflow.core import Variable
-    except ImportError:
-        return False
-    from faithful_restore import _hooks
+def _targets() -> list[Target]:
+    from keras.src.backend.tensorflow.core import Variable
 
-    stores = _hooks.keras_h5_stores()
-    return (
-        bool(stores)
-        and all(_hooks.wrap_once(store, {"__getitem__": _serving_getitem}) for store in stores)
-        and _hooks.wrap_once(Variable, {"_convert_to_tensor": _donating_convert})
-    )
+    return [
+        *[Target(store, "__getitem__", params, _serving_getitem) for store, params in h5_stores("__getitem__")],
+        Target(Variable, "_convert_to_tensor", ("self", "value", "dtype"), _donating_convert),
+    ]
+
+
+PATCH = Patch("prefetch", _targets)
