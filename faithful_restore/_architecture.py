@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import marshal
+import re
+import types
 from typing import Any
 
 import numpy as np
@@ -48,11 +52,40 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _canonical_code(code: Any) -> Any:
+    consts = [_canonical_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return {"code": code.co_code.hex(), "consts": consts, "names": list(code.co_names), "args": list(code.co_varnames)}
+
+
+def canonical(config: Any) -> Any:
+    """``config`` with serialized Python functions (a Lambda's ``__lambda__``) by what they compute.
+
+    Keras stores a Lambda's function as marshalled bytecode, whose bytes differ between a function
+    compiled from source and the same function after a load (marshal's reference flags), so the
+    bytes cannot be compared; the instructions, constants and names can. Only called on configs of
+    models already in memory (a bundle storing code loads only with ``safe_mode=False``).
+    """
+    if isinstance(config, dict):
+        if config.get("class_name") == "__lambda__" and isinstance(config.get("config"), dict):
+            inner = config["config"]
+            try:
+                code = marshal.loads(base64.b64decode(str(inner.get("code", "")).encode("ascii")))
+            except Exception:  # noqa: BLE001 - not decodable: compared as stored
+                return {k: canonical(v) for k, v in config.items()}
+            if isinstance(code, types.CodeType):
+                rest = {k: canonical(v) for k, v in inner.items() if k != "code"}
+                return {"class_name": "__lambda__", "config": {**rest, "code": _canonical_code(code)}}
+        return {k: canonical(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [canonical(v) for v in config]
+    return config
+
+
 def config_hash(config: Any) -> str:
     """SHA-256 of a layer config without its name (names change, behaviour does not)."""
     if isinstance(config, dict):
         config = {k: v for k, v in config.items() if k != "name"}
-    blob = json.dumps(jsonable(config), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(jsonable(canonical(config)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -76,11 +109,104 @@ def iter_layers(model: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def safe_config(layer: Any) -> dict[str, Any]:
+def config_or_none(layer: Any) -> dict[str, Any] | None:
+    """The layer's config, or None when its ``get_config`` fails (Keras may never need it: a
+    sublayer its parent's constructor rebuilds is not serialized)."""
     try:
         return dict(layer.get_config())
-    except Exception:  # noqa: BLE001 - a layer without a config is reported, not fatal here
-        return {}
+    except Exception:  # noqa: BLE001 - reported as "not comparable", never fatal here
+        return None
+
+
+def safe_config(layer: Any) -> dict[str, Any]:
+    config = config_or_none(layer)
+    return {} if config is None else config
+
+
+# What describe() records for a layer whose config is unavailable: the hash of an empty config.
+UNAVAILABLE_CONFIG_SHA256 = hashlib.sha256(b"{}").hexdigest()
+
+
+def configs_comparable(a: str | None, b: str | None) -> bool:
+    return a not in (None, UNAVAILABLE_CONFIG_SHA256) and b not in (None, UNAVAILABLE_CONFIG_SHA256)
+
+
+_AUTO_SUFFIX = re.compile(r"_\d+$")
+
+
+def stable_keys(paths: list[str]) -> list[str]:
+    """Process-independent keys for one model's layer paths, in :func:`iter_layers` order.
+
+    Keras numbers auto-generated names per process (``dropout``, then ``dropout_2`` after other
+    models were built), so names cannot identify a layer across processes. Each path segment
+    becomes its name without a trailing ``_<n>`` plus its rank among earlier siblings with the
+    same stripped name: ``block/dropout_2`` and ``block/dropout`` both become ``block#0/dropout#0``.
+    Pure function of the ordered paths, so it applies to any bundle's recorded layer list.
+    """
+    keys: list[str] = []
+    by_path: dict[str, str] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for path in paths:
+        parent, _, name = path.rpartition("/")
+        parent_key = by_path.get(parent, parent)
+        base = _AUTO_SUFFIX.sub("", name)
+        rank = counts.get((parent_key, base), 0)
+        counts[(parent_key, base)] = rank + 1
+        key = f"{parent_key}/{base}#{rank}" if parent_key else f"{base}#{rank}"
+        by_path.setdefault(path, key)
+        keys.append(key)
+    return keys
+
+
+def parent_key(key: str) -> str:
+    return key.rpartition("/")[0]
+
+
+class Layers:
+    """One model's layer entries (``describe()["layers"]`` items) indexed by stable key."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = list(entries)
+        self.keys = stable_keys([e["path"] for e in self.entries])
+        self.by_key = dict(zip(self.keys, self.entries))
+        self.key_of_path = {e["path"]: k for e, k in zip(self.entries, self.keys)}
+
+    def keyed(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Path-bearing entries (regularization, preprocessing) by this model's stable keys."""
+        return {self.key_of_path.get(item["path"], item["path"]): item for item in items}
+
+    def unmatched(
+        self, other: Layers
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """(lazily built, missing from ``other``, extra in ``other``).
+
+        A layer present on one side only is *lazily built* when it holds no weights of its own and
+        its parent exists on both sides: a parent creating it on first call (e.g. a preprocessor's
+        packer) decides it from its own config, which is compared. Anything else is missing/extra.
+        """
+
+        def lazy(key: str, entry: dict[str, Any]) -> bool:
+            parent = parent_key(key)
+            return not entry.get("weights") and bool(parent) and parent in self.by_key and parent in other.by_key
+
+        lazily: list[tuple[str, dict[str, Any]]] = []
+        missing: list[dict[str, Any]] = []
+        extra: list[dict[str, Any]] = []
+        for key, entry in self.by_key.items():
+            if key in other.by_key:
+                continue
+            if lazy(key, entry):
+                lazily.append(("saved", entry))
+            else:
+                missing.append(entry)
+        for key, entry in other.by_key.items():
+            if key in self.by_key:
+                continue
+            if lazy(key, entry):
+                lazily.append(("restored", entry))
+            else:
+                extra.append(entry)
+        return lazily, missing, extra
 
 
 def _count(variables: Any) -> int:
@@ -95,6 +221,7 @@ def describe(model: Any) -> dict[str, Any]:
             {
                 "path": path,
                 "class": class_name(layer),
+                # An unavailable config is recorded as the hash of {} (UNAVAILABLE_CONFIG_SHA256).
                 "config_sha256": config_hash(safe_config(layer)),
                 "trainable": bool(layer.trainable),
                 "weights": [

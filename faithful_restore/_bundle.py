@@ -33,6 +33,7 @@ from faithful_restore import (
     _environment,
     _fileio,
     _keras_format,
+    _keras_internals,
     _optimizer,
     _preprocessing,
     _probe,
@@ -125,22 +126,13 @@ class Bundle:
         return self.model.predict(x, **predict_kwargs)
 
     def check_inputs(self, x: Any, *, thresholds: Any = None) -> Any:
-        """Compares a batch with the bundle's training statistics and signature (a Report)."""
+        """Compares a batch with the bundle's training statistics and signature (a Report).
+
+        The same rule as ``faithful_restore.check_inputs(bundle, x)``.
+        """
         from faithful_restore._guard import check_inputs
-        from faithful_restore._stats import PreprocessingStats
 
-        stats = next((v for v in self.preprocessing.values() if isinstance(v, PreprocessingStats)), None)
-        signature = self.manifest.signature if self.manifest is not None else None
-        if stats is None:
-            return _signature_only_report(x, signature)
-        return check_inputs(stats, x, thresholds=thresholds, signature=signature)
-
-
-def _signature_only_report(x: Any, signature: Any) -> Any:
-    """Without recorded statistics, only the input signature can be checked."""
-    from faithful_restore._guard import check_signature_only
-
-    return check_signature_only(x, signature)
+        return check_inputs(self, x, thresholds=thresholds)
 
 
 # --------------------------------------------------------------------------- checks
@@ -196,30 +188,53 @@ def _json_metadata(metadata: Any) -> dict[str, Any]:
 
 
 def _serialize(model: Any) -> dict[str, Any]:
-    """The model's Keras config, or a BundleError naming the layer that cannot be serialized."""
+    """The model's Keras config, exactly what Keras' own saving serializes; else a BundleError.
+
+    Only what ``serialize_keras_object`` walks is serialized: sublayers a layer creates in its
+    constructor are rebuilt by that constructor and never serialized by Keras, so their
+    ``get_config`` is not called (some raise, and Keras never needs them).
+    """
     import keras
 
-    # Innermost first, so the message names the layer at fault rather than its container.
-    for path, layer in [*reversed(_architecture.iter_layers(model)), ("", model)]:
-        try:
-            layer.get_config()
-        except NotImplementedError as e:
-            label = f"layer {path!r}" if path else f"model {model.name!r}"
-            raise BundleError(
-                f"{label} ({type(layer).__name__}) cannot be serialized: {e}. Implement "
-                "get_config() returning its constructor arguments and register the class with "
-                "@keras.saving.register_keras_serializable()."
-            ) from e
     try:
         config = keras.saving.serialize_keras_object(model)
         json.dumps(config)
     except Exception as e:  # noqa: BLE001 - Keras raises many types here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        where = _unserializable(model)
         raise BundleError(
-            f"model {model.name!r} cannot be serialized to a Keras config: {type(e).__name__}: "
-            f"{e}. Make every custom layer's get_config() return JSON values."
+            f"model {model.name!r} cannot be serialized to a Keras config (Keras' model.save would fail "
+            f"too){where}: {type(e).__name__}: {first}. Give every custom layer a get_config() that "
+            "returns its constructor arguments as JSON values, and register it with "
+            "@keras.saving.register_keras_serializable()."
         ) from e
     _safety.scan(config, safe_mode=False, custom_objects=None, where=f"model {model.name!r}")
     return dict(config)
+
+
+def _unserializable(model: Any) -> str:
+    """`` at layer 'path' (Class)``: the deepest layer on a chain of failing serializations, for the message."""
+    import keras
+
+    def fails(layer: Any) -> bool:
+        try:
+            json.dumps(keras.saving.serialize_keras_object(layer))
+        except Exception:  # noqa: BLE001 - only used to name the culprit
+            return True
+        return False
+
+    path, layer, found = "", model, None
+    while True:
+        try:
+            children = _keras_internals.direct_sublayers(layer)
+        except BundleError:
+            break
+        failing = next((child for child in children if fails(child)), None)
+        if failing is None:
+            break
+        path = f"{path}/{failing.name}" if path else failing.name
+        layer, found = failing, (path, type(failing).__name__)
+    return f" at layer {found[0]!r} ({found[1]})" if found else ""
 
 
 def _resolve_optimizer(model: Any, optimizer: Any) -> tuple[Any, str | None]:

@@ -7,6 +7,7 @@ computing the original twice, plus the caller's ``atol``/``rtol``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from faithful_restore import (
     _random_state,
     _signature,
     _training_step,
+    _variables,
 )
 from faithful_restore._bundle import Bundle, load_bundle
 from faithful_restore._findings import Cause, Finding, Report, integrity_report
@@ -60,7 +62,7 @@ class _Side:
     root: str | None = None
 
 
-def _side(obj: Any, label: str) -> _Side:
+def _side(obj: Any, label: str, custom_objects: Any = None, safe_mode: bool = True) -> _Side:
     import keras
 
     if isinstance(obj, Bundle):
@@ -68,7 +70,9 @@ def _side(obj: Any, label: str) -> _Side:
     if isinstance(obj, keras.Model):
         return _Side(label, obj, getattr(obj, "optimizer", None))
     if isinstance(obj, (str, os.PathLike)):
-        bundle = load_bundle(obj, verify=False, on_version_skew="ignore")
+        bundle = load_bundle(
+            obj, verify=False, on_version_skew="ignore", custom_objects=custom_objects, safe_mode=safe_mode
+        )
         return _side(bundle, label)
     raise BundleError(
         f"{label} must be a keras.Model, a faithful_restore.Bundle or a bundle path, found {type(obj).__name__}."
@@ -76,7 +80,8 @@ def _side(obj: Any, label: str) -> _Side:
 
 
 def _array_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
+    """(max abs diff, relative to the largest magnitude); integer and bool values are numbers too."""
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc" or a.shape != b.shape:
         return (0.0, 0.0) if np.array_equal(a, b) else (float("inf"), float("inf"))
     diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
     scale = float(np.max(np.abs(a.astype(np.float64)), initial=0.0))
@@ -88,7 +93,7 @@ def _layer_weights(layer: Any) -> list[Any]:
 
 
 def _is_preprocessing(layer: Any) -> bool:
-    return _preprocessing._layer_state(layer) is not None
+    return _preprocessing.is_preprocessing(layer)
 
 
 def skew_findings(diffs: list[tuple[str, Any, Any]]) -> list[Finding]:
@@ -184,19 +189,47 @@ class _Comparison:
         names_o = [type(layer).__name__ for _, layer in lo]
         names_r = [type(layer).__name__ for _, layer in lr]
         matcher = difflib.SequenceMatcher(a=names_o, b=names_r, autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        opcodes = matcher.get_opcodes()
+        for op, i1, i2, j1, _j2 in opcodes:
             if op == "equal":
                 for k in range(i2 - i1):
                     po, layer_o = lo[i1 + k]
                     pr, layer_r = lr[j1 + k]
                     self.pairs.append((po, layer_o, pr, layer_r))
+        matched_o = {po for po, _, _, _ in self.pairs}
+        matched_r = {pr for _, _, pr, _ in self.pairs}
+
+        def lazy(path: str, layer: Any, matched: set[str]) -> bool:
+            # Holds nothing and its parent is matched: the parent builds it on first call (e.g. a
+            # preprocessor's packer), from the parent's config, which is compared.
+            parent = path.rpartition("/")[0]
+            return bool(parent) and parent in matched and not layer.variables
+
+        for op, i1, i2, j1, j2 in opcodes:
+            if op == "equal":
                 continue
-            missing = [f"{p} ({type(layer).__name__})" for p, layer in lo[i1:i2]]
-            extra = [f"{p} ({type(layer).__name__})" for p, layer in lr[j1:j2]]
+            only_o = [(p, layer) for p, layer in lo[i1:i2] if not lazy(p, layer, matched_o)]
+            only_r = [(p, layer) for p, layer in lr[j1:j2] if not lazy(p, layer, matched_r)]
+            lazily = [(p, layer, "original") for p, layer in lo[i1:i2] if lazy(p, layer, matched_o)]
+            lazily += [(p, layer, "restored") for p, layer in lr[j1:j2] if lazy(p, layer, matched_r)]
+            for p, layer, built in lazily:
+                self.add(
+                    Cause.ARCHITECTURE,
+                    "info",
+                    p,
+                    None,
+                    f"built only in the {built} model",
+                    f"{type(layer).__name__} {p!r} holds no weights and is built on first call by its "
+                    f"parent; only the {built} model has called it so far, which changes nothing it computes.",
+                )
+            if not only_o and not only_r:
+                continue
+            missing = [f"{p} ({type(layer).__name__})" for p, layer in only_o]
+            extra = [f"{p} ({type(layer).__name__})" for p, layer in only_r]
             self.add(
                 Cause.ARCHITECTURE,
                 "error",
-                (lo[i1][0] if i1 < len(lo) else lr[j1][0]) if (i2 > i1 or j2 > j1) else "model",
+                (only_o or only_r)[0][0],
                 missing,
                 extra,
                 "the restored model "
@@ -214,8 +247,24 @@ class _Comparison:
 
         if isinstance(layer_o, keras.Model):
             return  # a nested model's layers are compared one by one
-        co = _architecture.jsonable(_architecture.safe_config(layer_o))
-        cr = _architecture.jsonable(_architecture.safe_config(layer_r))
+        raw_o, raw_r = _architecture.config_or_none(layer_o), _architecture.config_or_none(layer_r)
+        if raw_o is None or raw_r is None:
+            # Keras never serializes such a sublayer (its parent's constructor rebuilds it); its
+            # weights and the outputs are still compared.
+            self.add(
+                Cause.ARCHITECTURE,
+                "info",
+                path,
+                "a config" if raw_o is not None else "no config",
+                "a config" if raw_r is not None else "no config",
+                f"{type(layer_o).__name__} {path!r} has no config to compare (its get_config() fails); "
+                "its weights and the model's outputs are compared instead.",
+            )
+            return
+        co, cr = (
+            _architecture.jsonable(_architecture.canonical(raw_o)),
+            _architecture.jsonable(_architecture.canonical(raw_r)),
+        )
         keys = sorted(k for k in set(co) | set(cr) if k != "name" and co.get(k) != cr.get(k))
         if not keys:
             return
@@ -331,8 +380,10 @@ class _Comparison:
                     po,
                     {k: so.get(k) for k in keys},
                     {k: (sr or {}).get(k) for k in keys},
-                    f"{type(layer_o).__name__} {po!r} differs in {', '.join(keys)}: inference inputs are "
-                    "transformed differently than in training; restore the saved layer state.",
+                    f"{type(layer_o).__name__} {po!r} differs in {', '.join(keys)}"
+                    + (" (its vocabulary or other state Keras saves as assets)" if "assets_sha256" in keys else "")
+                    + ": inference inputs are transformed differently than in training; restore the saved "
+                    "layer state.",
                 )
         ua, ub = self.o.preprocessing, self.r.preprocessing
         if ua and ub:
@@ -372,6 +423,110 @@ class _Comparison:
                 )
         if so:
             self.checks.append(f"{len(so)} random seed state(s)")
+
+    def unused_seed_states(self) -> None:
+        """Seed-state findings become info when the next training step was identical anyway.
+
+        A generator no step draws from (a GRU with ``dropout=0``) cannot change training; the
+        step, run from both models' own seed states, is the evidence.
+        """
+        if "next training step" not in self.checks or any(f.path == "training_step" for f in self.findings):
+            return
+        seeds = {v.path for v in _random_state.seed_variables(self.o.model)}
+        self.findings = [
+            dataclasses.replace(
+                f,
+                severity="info",
+                message=f"the random state {f.path!r} differs, but the next training step was identical: no "
+                "step draws from it (e.g. a dropout rate of 0), so it cannot change training.",
+            )
+            if f.cause is Cause.TRAINING_STATE and f.severity == "error" and f.path in seeds
+            else f
+            for f in self.findings
+        ]
+
+    def stateful_rnns(self) -> None:
+        """Keras saves no RNN hidden state: name it when the original carries one."""
+        for path, layer in _architecture.iter_layers(self.o.model):
+            if not getattr(layer, "stateful", False):
+                continue
+            states = [s for s in (getattr(layer, "states", None) or []) if hasattr(s, "assign")]
+            if any(np.any(np.asarray(_variables.read(s))) for s in states):
+                self.add(
+                    Cause.TRAINING_STATE,
+                    "warning",
+                    path,
+                    "hidden state carried over",
+                    "zero state",
+                    f"stateful {type(layer).__name__} {path!r} holds a hidden state from earlier batches, which "
+                    "Keras never saves: the restored model starts its next sequence from zeros. Call "
+                    "reset_states() at sequence boundaries, or save the state yourself with "
+                    "save_bundle(state={...: tf.Variable(...)}). Outputs are compared from the zero state.",
+                )
+
+    def compiled_loss(self) -> None:
+        """The loss a next training step follows: the compiled ``loss`` and ``loss_weights``."""
+        configs = []
+        for model in (self.o.model, self.r.model):
+            try:
+                config = model.get_compile_config() if getattr(model, "compiled", False) else None
+            except Exception:  # noqa: BLE001 - a compile config Keras cannot serialize is not compared
+                config = None
+            configs.append(config)
+        co, cr = configs
+        if not isinstance(co, dict) or not isinstance(cr, dict):
+            return
+        keys = [
+            k
+            for k in ("loss", "loss_weights")
+            if _architecture.jsonable(co.get(k)) != _architecture.jsonable(cr.get(k))
+        ]
+        if keys:
+            # A warning until the next training step shows whether the two losses differ in effect
+            # ("mse" and {"out": "mse"} are one objective): see settle_compiled_loss.
+            self.add(
+                Cause.ARCHITECTURE,
+                "warning",
+                "compile." + keys[0],
+                {k: _architecture.jsonable(co.get(k)) for k in keys},
+                {k: _architecture.jsonable(cr.get(k)) for k in keys},
+                f"the restored model is compiled with another {' and '.join(keys)} than the original; its "
+                "next training step may follow another objective. Compile it as the original was (load the "
+                "bundle with compile=True).",
+            )
+        self.checks.append("compiled loss")
+
+    def settle_compiled_loss(self) -> None:
+        """After the next-step check: a compile difference that changed the step is the error that
+        explains it; one that did not is info (the two losses are one objective)."""
+        compiled = [f for f in self.findings if f.path.startswith("compile.")]
+        if not compiled or "next training step" not in self.checks:
+            return
+        step = [f for f in self.findings if f.path == "training_step"]
+        changed = any(f.severity == "error" for f in step)
+        if step and not changed:
+            return  # the step differs, already explained by another error; the warning stands
+        settled = []
+        for f in self.findings:
+            if f in compiled:
+                f = dataclasses.replace(
+                    f,
+                    severity="error" if changed else "info",
+                    message=f.message
+                    + (
+                        " The next training step differs accordingly."
+                        if changed
+                        else " The next training step was identical: the two losses are one objective."
+                    ),
+                )
+            elif changed and f in step:
+                f = dataclasses.replace(
+                    f,
+                    severity="info",
+                    message=f"the next training step differs ({f.found}), as expected from the compiled loss.",
+                )
+            settled.append(f)
+        self.findings = settled
 
     # ------------------------------------------------------------------ optimizer
     def optimizer(self) -> None:
@@ -433,8 +588,13 @@ class _Comparison:
                 "optimizer.variables",
                 len(vo),
                 len(vr),
-                f"the restored optimizer has {len(vr)} variables, the original {len(vo)}: its slots "
-                "(e.g. Adam's moments) are missing; restore with load_bundle.",
+                (
+                    f"the restored optimizer has {len(vr)} variables, the original {len(vo)}: its slots "
+                    "(e.g. Adam's moments) are missing; restore with load_bundle."
+                    if len(vo) > len(vr)
+                    else "the restored optimizer was never built, the original was: it has not taken the "
+                    "original's state; restore with load_bundle."
+                ),
             )
             return
         differing = []
@@ -507,7 +667,7 @@ class _Comparison:
         for side in (self.o, self.r):
             diverged = []
             for v in side.model.variables:
-                parts = _random_state.components(v)
+                parts = _variables.components(v)
                 if len(parts) > 1:
                     first = np.asarray(parts[0])
                     worst = max(_array_diff(first, np.asarray(p))[0] for p in parts[1:])
@@ -606,6 +766,9 @@ class _Comparison:
             # The random state advances between the runs (as in real use) and is put back after.
             with _random_state.preserved(self.r.model):
                 called = _probe.run(self.r.model, inputs, keep_random_state=False)
+                # A probe starts stateful RNNs from the zero state; so must predict(), or the
+                # hidden state the first call left would look like a training-mode layer.
+                _variables.reset_stateful_rnns(self.r.model)
                 predicted = [np.asarray(a) for a in _flatten(self.r.model.predict(inputs, verbose=0))]
                 again = _probe.run(self.r.model, inputs, keep_random_state=False)
         except Exception:  # noqa: BLE001 - outputs() already reported an uncallable model
@@ -783,6 +946,8 @@ def compare(
     check_training_step: bool = True,
     sample_targets: Any = None,
     loss_fn: Callable[..., Any] | None = None,
+    custom_objects: Any = None,
+    safe_mode: bool = True,
 ) -> Report:
     """Compares an original and a restored model and names the cause of every difference.
 
@@ -797,6 +962,9 @@ def compare(
         check_training_step: also compare one training step on copies (the models are unchanged).
         sample_targets: targets for that step; synthesized from the outputs when None.
         loss_fn: ``loss_fn(y_true, y_pred)`` for models without a compiled loss.
+        custom_objects: custom classes by name, for sides given as bundle paths.
+        safe_mode: refuse bundle paths whose model stores Python code (e.g. a Lambda); pass False
+            only for bundles you trust.
 
     Returns:
         A :class:`Report`; ``report.ok`` is False when any finding is an error.
@@ -804,7 +972,18 @@ def compare(
     Raises:
         BundleError: arguments of the wrong kind, or a bundle path that cannot be read.
     """
-    return compare_sides(original, restored, sample_inputs, rtol, atol, check_training_step, sample_targets, loss_fn)
+    return compare_sides(
+        original,
+        restored,
+        sample_inputs,
+        rtol,
+        atol,
+        check_training_step,
+        sample_targets,
+        loss_fn,
+        custom_objects=custom_objects,
+        safe_mode=safe_mode,
+    )
 
 
 def compare_sides(
@@ -818,6 +997,8 @@ def compare_sides(
     loss_fn: Callable[..., Any] | None,
     restored_disposable: bool = False,
     original_outputs: tuple[list[np.ndarray], float] | None = None,
+    custom_objects: Any = None,
+    safe_mode: bool = True,
 ) -> Report:
     """:func:`compare`; with ``restored_disposable`` the restored model may be changed (its next
     training step runs in place instead of on a copy). ``original_outputs`` (the original's
@@ -827,11 +1008,11 @@ def compare_sides(
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
             raise BundleError(f"{name} must be a non-negative number, found {value!r}.")
     try:
-        o = _side(original, "original")
+        o = _side(original, "original", custom_objects, safe_mode)
     except IntegrityError as e:
         return integrity_report(str(original), e, "original bundle")
     try:
-        r = _side(restored, "restored")
+        r = _side(restored, "restored", custom_objects, safe_mode)
     except IntegrityError as e:
         return integrity_report(str(restored), e, "restored bundle")
     cmp = _Comparison(o, r, float(rtol), float(atol), restored_disposable, original_outputs)
@@ -840,11 +1021,15 @@ def compare_sides(
     cmp.layers()
     cmp.weights()
     cmp.optimizer()
+    cmp.compiled_loss()
     cmp.training_state()
+    cmp.stateful_rnns()
     cmp.replicas()
     inputs = _inputs_for(o, r, sample_inputs)
     cmp.outputs(inputs)
     cmp.mode(inputs)
     if check_training_step:
         cmp.training_step(inputs, sample_targets, loss_fn)
+        cmp.unused_seed_states()
+        cmp.settle_compiled_loss()
     return Report.build(cmp.findings, cmp.checks, f"{o.model.name} vs restored {r.model.name}")

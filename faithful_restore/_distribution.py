@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore._random_state import components
+from faithful_restore._variables import components
 from faithful_restore.errors import BundleError
 
 # tf.distribute's implementation class names, as users know them.

@@ -174,6 +174,8 @@ def check_inputs(
     """
     stats, manifest_signature = _resolve(stats_or_manifest)
     signature = signature if signature is not None else manifest_signature
+    if stats is None:  # a bundle saved without statistics: its signature is all there is to check
+        return check_signature_only(x, signature)
     limits = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_dict(thresholds or {})
     findings: list[Finding] = []
     checks = ["input structure and dtypes"]
@@ -226,13 +228,16 @@ def check_inputs(
 # --- resolving the arguments -----------------------------------------------------------------
 
 
-def _resolve(obj: Any) -> tuple[PreprocessingStats, Signature | None]:
+def _resolve(obj: Any) -> tuple[PreprocessingStats | None, Signature | None]:
+    """The statistics and signature to check against; stats None for a bundle saved without any."""
     from faithful_restore._bundle import Bundle
     from faithful_restore._manifest import Manifest
 
     if isinstance(obj, Bundle):
-        if obj.manifest is None:
-            raise BundleError("check_inputs needs a loaded bundle (with a manifest) or PreprocessingStats.")
+        signature = obj.manifest.signature if obj.manifest is not None else None
+        found = {k: v for k, v in obj.preprocessing.items() if isinstance(v, PreprocessingStats)}
+        if found or obj.manifest is None:
+            return pick_stats(found), signature
         obj = obj.manifest
     if isinstance(obj, PreprocessingStats):
         return obj, None
@@ -247,24 +252,31 @@ def _resolve(obj: Any) -> tuple[PreprocessingStats, Signature | None]:
     )
 
 
-def _stats_in_manifest(manifest: Any) -> PreprocessingStats:
+def _stats_in_manifest(manifest: Any) -> PreprocessingStats | None:
     found = {
-        key: entry["value"]
+        key: PreprocessingStats.from_dict(entry["value"])
         for key, entry in manifest.preprocessing.get("user", {}).items()
         if entry.get("kind") == "value"
         and isinstance(entry.get("value"), dict)
         and entry["value"].get("format") == FORMAT
     }
+    return pick_stats(found)
+
+
+def pick_stats(found: Mapping[str, PreprocessingStats]) -> PreprocessingStats | None:
+    """The one rule for which saved statistics inputs are checked against.
+
+    None when there are none (only the signature is checked); the entry named ``"stats"`` when
+    there are several; a BundleError when several are saved and none is named ``"stats"``.
+    """
     if not found:
-        raise BundleError(
-            "the bundle holds no preprocessing statistics; save them with "
-            "preprocessing={'stats': PreprocessingStats.from_data(x_train).to_dict()}."
-        )
+        return None
     if len(found) > 1 and "stats" not in found:
         raise BundleError(
-            f"the bundle holds several preprocessing statistics {sorted(found)}; pass the one to check against."
+            f"the bundle holds several preprocessing statistics {sorted(found)} and none is named 'stats'; "
+            "pass the one to check against: check_inputs(bundle.preprocessing[name], x)."
         )
-    return PreprocessingStats.from_dict(found["stats"] if "stats" in found else next(iter(found.values())))
+    return found["stats"] if "stats" in found else next(iter(found.values()))
 
 
 def _raw_parts(x: Any, findings: list[Finding]) -> dict[Key, np.ndarray] | None:

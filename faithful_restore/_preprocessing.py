@@ -33,13 +33,59 @@ def vocabulary_digest(vocabulary: Any) -> str:
     return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()
 
 
+def assets_digest(layer: Any) -> str | None:
+    """SHA-256 over the files the layer writes through Keras' ``save_assets`` hook, or None.
+
+    Keras saves a layer's state that is not a weight (vocabularies, merges, lookup tables) as
+    assets; any layer that has the hook, whatever package it comes from, is fingerprinted by what
+    it writes.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    save_assets = getattr(layer, "save_assets", None)
+    if not callable(save_assets):
+        return None
+    scratch = tempfile.mkdtemp(prefix="faithful_restore-assets-")
+    try:
+        try:
+            save_assets(scratch)
+        except Exception as e:  # noqa: BLE001 - a layer that cannot write its assets is still compared
+            return f"unavailable: {type(e).__name__}"
+        digest = hashlib.sha256()
+        for root, dirs, files in os.walk(scratch):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, scratch).replace(os.sep, "/").encode() + b"\0")
+                with open(full, "rb") as f:
+                    digest.update(hashlib.sha256(f.read()).digest())
+        return digest.hexdigest()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_preprocessing(layer: Any) -> bool:
+    """Keras preprocessing layers, and any layer holding state Keras saves as assets (tokenizers'
+    vocabularies and merges, lookup tables), whatever package it comes from."""
+    kind = type(layer).__name__
+    return (
+        "preprocessing" in type(layer).__module__
+        or kind in ("Normalization", "Rescaling")
+        or callable(getattr(layer, "save_assets", None))
+    )
+
+
 def _layer_state(layer: Any) -> dict[str, Any] | None:
+    if not is_preprocessing(layer):
+        return None
     kind = type(layer).__name__
     config = safe_config(layer)
-    module = type(layer).__module__
-    if "preprocessing" not in module and kind not in ("Normalization", "Rescaling"):
-        return None
     state: dict[str, Any] = {"kind": kind}
+    assets = assets_digest(layer)
+    if assets is not None:
+        state["assets_sha256"] = assets
     if kind == "Normalization":
         state["axis"] = jsonable(config.get("axis"))
         state["invert"] = bool(config.get("invert", False))
@@ -123,14 +169,22 @@ def _check_value(value: Any, where: str, depth: int = 0) -> Any:
     )
 
 
+def as_mapping(preprocessing: Any) -> Any:
+    """``save_bundle(preprocessing=)`` as the mapping a bundle holds: bare stats become ``{"stats": ...}``."""
+    from faithful_restore._stats import PreprocessingStats
+
+    if isinstance(preprocessing, PreprocessingStats):
+        return {"stats": preprocessing}
+    return preprocessing
+
+
 def encode_user(preprocessing: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Splits the caller's mapping into manifest JSON and ``.npy`` files (relative path -> bytes)."""
     from faithful_restore._stats import PreprocessingStats
 
     if preprocessing is None:
         return {}, {}
-    if isinstance(preprocessing, PreprocessingStats):
-        preprocessing = {"stats": preprocessing}
+    preprocessing = as_mapping(preprocessing)
     if not isinstance(preprocessing, Mapping):
         raise BundleError(
             f"preprocessing must be a mapping of names to arrays/values, found "

@@ -65,7 +65,8 @@ def run(model: Any, inputs: Any, keep_random_state: bool = True) -> list[np.ndar
     """
     import tensorflow as tf
 
-    from faithful_restore._random_state import preserved, reset_stateful_rnns
+    from faithful_restore._random_state import preserved
+    from faithful_restore._variables import reset_stateful_rnns
 
     with preserved(model) if keep_random_state else contextlib.nullcontext():
         # Keras does not save a stateful RNN's hidden state; probes start from the zero state a
@@ -81,7 +82,7 @@ _SLICE = 1 << 20
 def _array(value: Any) -> np.ndarray:
     if hasattr(value, "assign"):
         # A variable's NumPy conversion copies it; a read tensor's array view is free.
-        from faithful_restore._random_state import read
+        from faithful_restore._variables import read
 
         value = read(value)
     return np.asarray(value)
@@ -119,6 +120,10 @@ def max_differences(a: list[np.ndarray], b: list[np.ndarray]) -> list[tuple[floa
             diff = np.abs(np.nan_to_num(x64 - y64, nan=0.0))
             absdiff = float("inf") if nan_mismatch else float(diff.max(initial=0.0))
             scale = float(np.abs(np.nan_to_num(x64)).max(initial=0.0))
+            out.append((absdiff, absdiff / scale if scale > 0 else absdiff))
+        elif x.dtype.kind in "biu":
+            absdiff = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)), initial=0.0))
+            scale = float(np.max(np.abs(x.astype(np.float64)), initial=0.0))
             out.append((absdiff, absdiff / scale if scale > 0 else absdiff))
         else:
             same = bool(np.array_equal(x, y))

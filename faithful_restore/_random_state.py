@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from faithful_restore._variables import of_model, restoring
 from faithful_restore.errors import BundleError
 
 
@@ -21,65 +22,15 @@ def seed_variables(model: Any) -> list[Any]:
     return [v for v in model.variables if v.name == "seed_generator_state"]
 
 
-def components(variable: Any) -> list[Any]:
-    """The per-replica tf.Variables behind a (possibly distributed) Keras variable."""
-    inner = getattr(variable, "value", variable)
-    values = getattr(inner, "values", None)
-    if isinstance(values, tuple) and values:
-        return list(values)
-    return [variable]
-
-
-def read(variable: Any) -> Any:
-    """The variable's current value as an immutable TensorFlow tensor.
-
-    A read shares the variable's buffer instead of copying it; TensorFlow copies on the next
-    in-place update (reads have value semantics), so snapshotting gigabytes of weights is free
-    and costs one copy only for variables that actually change.
-    """
-    import tensorflow as tf
-
-    inner = variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable)
-    return tf.identity(inner)
-
-
-def _stateful_rnn_states(model: Any) -> list[Any]:
-    from faithful_restore._architecture import iter_layers
-
-    out: list[Any] = []
-    for _path, layer in iter_layers(model):
-        if getattr(layer, "stateful", False):
-            out.extend(s for s in (getattr(layer, "states", None) or []) if hasattr(s, "assign"))
-    return out
-
-
-def reset_stateful_rnns(model: Any) -> None:
-    for state in _stateful_rnn_states(model):
-        state.assign(np.zeros(tuple(state.shape), dtype=np.dtype(str(state.dtype))))
-
-
 @contextlib.contextmanager
 def preserved(model: Any) -> Iterator[None]:
-    """Puts back, on exit, the state that running a model in inference mode can change.
+    """Puts back, on exit, every variable running the model can change, bit for bit.
 
-    Some layers draw from their seed generator even in inference mode (an LSTM with dropout
-    draws its mask before checking ``training``), and stateful RNNs advance their hidden state on
-    every call; running a probe must change neither.
+    Seed generators (an LSTM with dropout draws its mask before checking ``training``), stateful
+    RNN states, counters and any other state a layer updates in its call: a probe changes none.
     """
-    with restoring(seed_variables(model) + _stateful_rnn_states(model)):
+    with restoring(of_model(model)):
         yield
-
-
-@contextlib.contextmanager
-def restoring(variables: list[Any]) -> Iterator[None]:
-    """Puts ``variables`` back to their current values on exit (every replica of each)."""
-    saved = [[read(c) for c in components(v)] for v in variables]
-    try:
-        yield
-    finally:
-        for v, values in zip(variables, saved):
-            for c, value in zip(components(v), values):
-                c.assign(value)
 
 
 def capture(model: Any) -> list[dict[str, Any]]:

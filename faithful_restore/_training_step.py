@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from faithful_restore import _keras_internals
-from faithful_restore._random_state import components, read, restoring
+from faithful_restore._variables import components, of_model, read, reset_stateful_rnns, restoring
 from faithful_restore.fast import deferred_init as _deferred_init
 
 
@@ -23,17 +23,10 @@ def is_distributed(model: Any) -> bool:
     return any(len(components(v)) > 1 for v in model.variables)
 
 
-def _all_variables(model: Any) -> list[Any]:
-    seen: dict[int, Any] = {}
-    for v in list(model.variables) + [v for m in getattr(model, "metrics", []) for v in m.variables]:
-        seen.setdefault(id(v), v)
-    return list(seen.values())
-
-
 @contextlib.contextmanager
 def preserved(model: Any) -> Iterator[None]:
     """Restores every variable of ``model`` (and its metrics) on exit."""
-    with restoring(_all_variables(model)):
+    with restoring(of_model(model)):
         yield
 
 
@@ -136,6 +129,8 @@ def next_steps(
     results = []
     for run in range(times):
         with contextlib.nullcontext() if in_place else preserved(model):
+            # Stateful RNNs step from the zero state a restored model starts from (as the probe runs).
+            reset_stateful_rnns(model)
             if not in_place and (run or not optimizer.built):  # _step_optimizer loaded the first run's
                 _load_state(optimizer, step_opt)
             with tf.GradientTape() as tape:

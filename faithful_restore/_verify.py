@@ -32,34 +32,9 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
     manifest = bundle.manifest
     assert manifest is not None
     model = bundle.model
-    saved_layers = manifest.model.get("layers", [])
-    now_layers = _architecture.describe(model)["layers"]
-    if len(saved_layers) != len(now_layers):
-        findings.append(
-            Finding(
-                Cause.ARCHITECTURE,
-                "error",
-                "model.layers",
-                len(saved_layers),
-                len(now_layers),
-                f"Keras rebuilt {len(now_layers)} layers, the manifest records {len(saved_layers)}; this "
-                "Keras version deserializes the model differently. Load with the saved Keras version.",
-            )
-        )
-    else:
-        for saved, now in zip(saved_layers, now_layers):
-            if saved.get("config_sha256") != now["config_sha256"] or saved.get("class") != now["class"]:
-                findings.append(
-                    Finding(
-                        Cause.ARCHITECTURE,
-                        "error",
-                        now["path"],
-                        {"class": saved.get("class"), "config_sha256": saved.get("config_sha256")},
-                        {"class": now["class"], "config_sha256": now["config_sha256"]},
-                        f"layer {now['path']!r} was rebuilt with a different class or config than was "
-                        "saved; this Keras version reads the config differently. Load with the saved version.",
-                    )
-                )
+    saved_layers = _architecture.Layers(manifest.model.get("layers", []))
+    now_layers = _architecture.Layers(_architecture.describe(model)["layers"])
+    _layer_consistency(saved_layers, now_layers, findings)
     if _has_inputs(model):
         now_sig = _signature.of_model(model)
         saved_inputs = [(t.shape, t.dtype) for t in manifest.signature.inputs]
@@ -89,29 +64,50 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
                     "the restored optimizer's step counter differs from the saved one.",
                 )
             )
-    saved_pre = manifest.preprocessing.get("layers", [])
-    now_pre = _preprocessing.layer_states(model)
-    for saved, now in zip(saved_pre, now_pre):
-        if _architecture.jsonable(saved["state"]) != _architecture.jsonable(now["state"]):
+    saved_pre = saved_layers.keyed(manifest.preprocessing.get("layers", []))
+    now_pre = now_layers.keyed(_preprocessing.layer_states(model))
+    for key in saved_layers.keys:
+        if key not in now_layers.by_key or (key not in saved_pre and key not in now_pre):
+            continue
+        saved_state = saved_pre.get(key, {}).get("state")
+        now_state = now_pre.get(key, {}).get("state")
+        if _architecture.jsonable(saved_state) != _architecture.jsonable(now_state):
+            path = now_layers.by_key[key]["path"]
             findings.append(
                 Finding(
                     Cause.PREPROCESSING,
                     "error",
-                    now["path"],
-                    saved["state"],
-                    now["state"],
-                    f"preprocessing layer {now['path']!r} was restored with other state than was saved.",
+                    path,
+                    saved_state,
+                    now_state,
+                    f"preprocessing layer {path!r} was restored with other state than was saved.",
                 )
             )
-    if _architecture.jsonable(manifest.regularization) != _architecture.jsonable(_architecture.regularization(model)):
+    saved_reg = saved_layers.keyed(manifest.regularization)
+    now_reg = now_layers.keyed(_architecture.regularization(model))
+    differing = [
+        key
+        for key in saved_layers.keys
+        if key in now_layers.by_key
+        # A config that cannot be read on one side (Keras never serializes such a sublayer) has
+        # no settings to compare; the probe and the weights still cover the layer.
+        and _architecture.configs_comparable(
+            saved_layers.by_key[key].get("config_sha256"), now_layers.by_key[key]["config_sha256"]
+        )
+        and _architecture.jsonable(saved_reg.get(key, {}).get("settings"))
+        != _architecture.jsonable(now_reg.get(key, {}).get("settings"))
+    ]
+    if differing:
+        paths = [now_layers.by_key[k]["path"] for k in differing]
         findings.append(
             Finding(
                 Cause.REGULARIZATION,
                 "error",
-                "regularization",
-                manifest.regularization,
-                _architecture.regularization(model),
-                "the rebuilt model's dropout/regularizer/normalization settings differ from the saved ones.",
+                paths[0] if len(paths) == 1 else "regularization",
+                {p: saved_reg.get(k, {}).get("settings") for p, k in zip(paths, differing)},
+                {p: now_reg.get(k, {}).get("settings") for p, k in zip(paths, differing)},
+                f"the rebuilt model's dropout/regularizer/normalization settings differ from the saved ones "
+                f"in {', '.join(repr(p) for p in paths)}.",
             )
         )
     if _random_state.capture(model) and [r["value"] for r in _random_state.capture(model)] != [
@@ -125,6 +121,58 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
                 [r["value"] for r in manifest.random_state],
                 [r["value"] for r in _random_state.capture(model)],
                 "the layers' random seed states were not restored as saved.",
+            )
+        )
+
+
+_LAZY_STATE = {"saved": "is not built yet in the restored model", "restored": "was not built yet when saved"}
+
+
+def _layer_consistency(saved: _architecture.Layers, now: _architecture.Layers, findings: list[Finding]) -> None:
+    """Layers matched by stable key: same class and (where both are available) the same config."""
+    for key in saved.keys:
+        before, after = saved.by_key[key], now.by_key.get(key)
+        if after is None:
+            continue
+        same_class = before.get("class") == after["class"]
+        comparable = _architecture.configs_comparable(before.get("config_sha256"), after["config_sha256"])
+        if not same_class or (comparable and before.get("config_sha256") != after["config_sha256"]):
+            findings.append(
+                Finding(
+                    Cause.ARCHITECTURE,
+                    "error",
+                    after["path"],
+                    {"class": before.get("class"), "config_sha256": before.get("config_sha256")},
+                    {"class": after["class"], "config_sha256": after["config_sha256"]},
+                    f"layer {after['path']!r} was rebuilt with a different class or config than was "
+                    "saved; this Keras version reads the config differently. Load with the saved version.",
+                )
+            )
+    lazy, missing, extra = saved.unmatched(now)
+    for side, entry in lazy:
+        findings.append(
+            Finding(
+                Cause.ARCHITECTURE,
+                "info",
+                entry["path"],
+                "built" if side == "saved" else "not built",
+                "not built" if side == "saved" else "built",
+                f"layer {entry['path']!r} ({entry['class'].rsplit('.', 1)[-1]}) holds no weights and is "
+                f"built on first call by its parent; it {_LAZY_STATE[side]}, which changes nothing it computes.",
+            )
+        )
+    if missing or extra:
+        findings.append(
+            Finding(
+                Cause.ARCHITECTURE,
+                "error",
+                (missing or extra)[0]["path"],
+                [f"{e['path']} ({e['class'].rsplit('.', 1)[-1]})" for e in missing],
+                [f"{e['path']} ({e['class'].rsplit('.', 1)[-1]})" for e in extra],
+                f"Keras rebuilt {len(now.keys)} layers, the manifest records {len(saved.keys)}"
+                + (f"; missing: {', '.join(e['path'] for e in missing)}" if missing else "")
+                + (f"; extra: {', '.join(e['path'] for e in extra)}" if extra else "")
+                + ". This Keras version deserializes the model differently; load with the saved Keras version.",
             )
         )
 
@@ -278,6 +326,7 @@ def assert_roundtrip(
     sample_targets: Any = None,
     loss_fn: Callable[..., Any] | None = None,
     custom_objects: Any = None,
+    safe_mode: bool = True,
     **save_kwargs: Any,
 ) -> Report:
     """Saves ``model`` to a temporary bundle, loads it and asserts the restored model is the same.
@@ -293,6 +342,7 @@ def assert_roundtrip(
         sample_targets: targets for the training step; synthesized when None.
         loss_fn: ``loss_fn(y_true, y_pred)`` for models without a compiled loss.
         custom_objects: passed to load_bundle.
+        safe_mode: passed to load_bundle; False lets a model you trust with a Lambda layer be checked.
         **save_kwargs: passed to save_bundle (optimizer, state, preprocessing, metadata).
 
     Returns:
@@ -311,7 +361,7 @@ def assert_roundtrip(
     with _scratch_path(path) as target:
         with _fileio.scratch_writes():  # a temporary bundle: no fsync (see scratch_writes)
             manifest = save_bundle(model, target, sample_inputs=sample_inputs, **save_kwargs)
-        restored = load_bundle(target, custom_objects=custom_objects, verify=False, state=fresh)
+        restored = load_bundle(target, custom_objects=custom_objects, safe_mode=safe_mode, verify=False, state=fresh)
         recorded = None
         if manifest.probe is not None and sample_inputs is not None:
             # save_bundle ran the original on these inputs twice for its probe, and load_bundle has
@@ -322,7 +372,9 @@ def assert_roundtrip(
             model,
             optimizer=save_kwargs.get("optimizer") or getattr(model, "optimizer", None),
             state={name: state[name] for name in fresh},
-            preprocessing=dict(restored.preprocessing and save_kwargs.get("preprocessing") or {}),
+            preprocessing=dict(
+                restored.preprocessing and _preprocessing.as_mapping(save_kwargs.get("preprocessing")) or {}
+            ),
         )
         # The restored bundle is ours and discarded afterwards, so its training step runs in place.
         report = compare_sides(

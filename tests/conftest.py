@@ -16,6 +16,24 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from faithful_restore import _keras_format, _supported  # noqa: E402
+from faithful_restore.fast import inline_hash as _inline_hash  # noqa: E402
+
+KERAS = _supported.parse(keras.__version__)
+# Keras 3.3's MirroredStrategy fit leaves every variable different between the replicas (measured
+# without faithful_restore: a Dense kernel's replicas differ by 0.075 after two epochs) and cannot
+# run synchronized BatchNormalization; Keras 3.5 fixed both. docs/distributed.md states the range.
+KERAS_MIRRORS_CORRECTLY = KERAS >= (3, 5)
+needs_mirrored_fit = pytest.mark.skipif(
+    not KERAS_MIRRORS_CORRECTLY, reason=f"Keras {keras.__version__}'s MirroredStrategy fit diverges replicas"
+)
+# Large weights are hashed per segment while Keras writes them into the bundle's directory: with
+# the inline_hash speed patch on a Keras that writes the directory itself (3.4+).
+needs_segments = pytest.mark.skipif(
+    not (_keras_format.supports_directories() and _inline_hash.PATCH.available()),
+    reason="segments are recorded only by the inline_hash speed patch on Keras 3.4+",
+)
+
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]

@@ -15,7 +15,8 @@ from conftest import make_xy, rewrite_manifest, sequential_model
 
 import faithful_restore as fr
 
-EXE = shutil.which("faithful-restore")
+# The entry point installed beside this interpreter (a venv's own, not whichever is first on PATH).
+EXE = shutil.which("faithful-restore", path=os.path.dirname(sys.executable))
 
 
 def run(*args: str, module: bool = False) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_xy, mirrored_strategy, rewrite_manifest, sequential_model
+from conftest import make_xy, mirrored_strategy, needs_mirrored_fit, rewrite_manifest, sequential_model
 
 import faithful_restore as fr
 from faithful_restore import Cause
@@ -146,6 +146,7 @@ def test_manifest_from_another_tf_version_is_version_skew(tmp_path):
     assert report.ok  # skew alone is a warning: the restored values are identical
 
 
+@needs_mirrored_fit
 def test_batchnorm_under_mirrored_strategy_is_replica_divergence(tmp_path):
     strategy = mirrored_strategy()
     with strategy.scope():

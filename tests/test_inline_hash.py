@@ -10,6 +10,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from conftest import needs_segments
 
 import faithful_restore as fr
 from faithful_restore.fast import inline_hash as _inline_hash
@@ -86,6 +87,7 @@ def test_a_file_changed_after_recording_yields_no_segments(tmp_path):
     assert recorder.segments(path) == ()
 
 
+@needs_segments
 def test_save_bundle_hashes_the_weights_in_segments_and_load_checks_them(tmp_path):
     model = keras.Sequential([keras.Input((600,)), keras.layers.Dense(600), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")

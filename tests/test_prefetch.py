@@ -8,7 +8,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import assert_same_variables
+from conftest import assert_same_variables, needs_segments
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,6 +145,7 @@ def _wide_model():
     return model, x, y
 
 
+@needs_segments
 def test_load_bundle_donates_every_large_weight_and_trains_on_identically(tmp_path, monkeypatch):
     model, x, y = _wide_model()
     fr.save_bundle(model, str(tmp_path / "b"))
@@ -170,6 +171,7 @@ def test_load_bundle_donates_every_large_weight_and_trains_on_identically(tmp_pa
     assert_same_variables(model.optimizer.variables, restored.optimizer.variables)
 
 
+@needs_segments
 def test_a_modified_large_tensor_is_refused_before_it_reaches_a_variable(tmp_path):
     model, _, _ = _wide_model()
     bundle = str(tmp_path / "b")

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from faithful_restore import _random_state
+from faithful_restore import _variables
 
 
 def test_restoring_puts_back_values_after_in_place_optimizer_updates():
@@ -16,7 +16,7 @@ def test_restoring_puts_back_values_after_in_place_optimizer_updates():
     optimizer.build(model.trainable_variables)
     variables = list(model.variables) + list(optimizer.variables)
     before = [np.array(v, copy=True) for v in variables]
-    with _random_state.restoring(variables):
+    with _variables.restoring(variables):
         for _ in range(3):  # resource-variable updates write in place unless a read still holds the buffer
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(model(x, training=True) ** 2)
@@ -28,7 +28,7 @@ def test_restoring_puts_back_values_after_in_place_optimizer_updates():
 
 def test_read_is_a_value_not_a_view():
     variable = keras.Variable(np.zeros((4, 4), np.float32))
-    snapshot = _random_state.read(variable)
+    snapshot = _variables.read(variable)
     variable.assign_add(np.ones((4, 4), np.float32))
     variable.value.assign_add(tf.ones((4, 4)))  # the raw TensorFlow update path too
     np.testing.assert_array_equal(np.asarray(snapshot), np.zeros((4, 4), np.float32))

@@ -17,6 +17,10 @@ from keras.src.models.sequential import Sequential
 import faithful_restore as fr
 from faithful_restore.fast import sequential_build as _sequential_build
 
+needs_patch = pytest.mark.skipif(
+    not _sequential_build.PATCH.available(), reason=f"the patch is off on Keras {keras.__version__} (needs 3.5+)"
+)
+
 
 @keras.saving.register_keras_serializable(package="fr_tests")
 class CountingSequential(keras.Sequential):
@@ -82,6 +86,7 @@ def _assert_same_model(ours: keras.Model, keras_own: keras.Model, x: np.ndarray)
     assert [tuple(t.shape) for t in ours.outputs] == [tuple(t.shape) for t in keras_own.outputs]
 
 
+@needs_patch
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layers=st.integers(1, 6), with_input=st.booleans(), dropout=st.booleans())
 def test_the_model_weights_and_random_state_match_keras_own_deserialization(layers, with_input, dropout):
@@ -93,6 +98,7 @@ def test_the_model_weights_and_random_state_match_keras_own_deserialization(laye
     _assert_same_model(ours, keras_own, np.random.default_rng(0).normal(size=(4, 5)).astype("float32"))
 
 
+@needs_patch
 @pytest.mark.parametrize("with_input", [True, False])
 def test_a_deserialized_sequential_is_built_once_instead_of_after_every_layer(monkeypatch, with_input):
     config = keras.saving.serialize_keras_object(_mlp(6, with_input))
@@ -117,6 +123,7 @@ def test_intermediate_outputs_still_serve_feature_extraction():
     np.testing.assert_array_equal(features[0], features[1])
 
 
+@needs_patch
 def test_nested_sequentials_each_build_once_and_match_keras(monkeypatch):
     inner = keras.Sequential(
         [keras.Input((5,)), keras.layers.Dense(4, name="i0"), keras.layers.Dense(4, name="i1")], name="inner"
@@ -160,13 +167,15 @@ def test_subclasses_and_other_threads_deserialize_exactly_as_keras_does(monkeypa
     assert len(built) == keras_builds and other[0] > 1
 
 
+@needs_patch
 def test_a_failing_layer_leaves_nothing_claimed_and_the_next_model_builds_once(monkeypatch):
     good = keras.saving.serialize_keras_object(_mlp(3, with_input=True))
     bad = keras.saving.serialize_keras_object(_mlp(3, with_input=True))
     bad["config"]["layers"][2]["config"]["units"] = -1
     built = _count_builds(monkeypatch)
     with _sequential_build.once():
-        with pytest.raises(TypeError, match="units=-1"):
+        # Keras rejects the bad config (TypeError from 3.13 on, ValueError from the shape before).
+        with pytest.raises((TypeError, ValueError)):
             keras.saving.deserialize_keras_object(bad)
         built.clear()
         keras.saving.deserialize_keras_object(good)
@@ -195,6 +204,7 @@ def test_load_bundle_restores_a_nested_sequential_like_load_model(tmp_path):
     fr.assert_roundtrip(model)
 
 
+@needs_patch
 def test_a_config_without_its_input_shape_is_still_built_as_keras_builds_it(monkeypatch):
     # Hand-written or older configs may lack the input shape; Keras then builds from the
     # InputLayer as layers are added, and so must the single build.

@@ -29,7 +29,7 @@ def view(value: Any) -> np.ndarray | None:
     """A read-only, zero-copy array of a single-device TF or Keras variable or tensor of rank >= 1, else None."""
     import tensorflow as tf
 
-    from faithful_restore._random_state import components, read
+    from faithful_restore._variables import components, read
 
     try:
         if isinstance(value, tf.Tensor):
