@@ -176,18 +176,19 @@ class Layers:
         return {self.key_of_path.get(item["path"], item["path"]): item for item in items}
 
     def unmatched(
-        self, other: Layers
+        self, other: Layers, other_built: dict[str, bool]
     ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]], list[dict[str, Any]]]:
         """(lazily built, missing from ``other``, extra in ``other``).
 
-        A layer present on one side only is *lazily built* when it holds no weights of its own and
-        its parent exists on both sides: a parent creating it on first call (e.g. a preprocessor's
-        packer) decides it from its own config, which is compared. Anything else is missing/extra.
+        A layer of ours that ``other`` lacks is *lazily built* when it holds no weights of its own
+        and its parent exists in ``other`` but is not built there (``other_built``: path -> built):
+        a parent creating it on first call (e.g. a preprocessor's packer) decides it from its own
+        config, which is compared. Under a built parent it is missing; anything else is too.
         """
 
         def lazy(key: str, entry: dict[str, Any]) -> bool:
-            parent = parent_key(key)
-            return not entry.get("weights") and bool(parent) and parent in self.by_key and parent in other.by_key
+            parent = other.by_key.get(parent_key(key))
+            return not entry.get("weights") and parent is not None and other_built.get(parent["path"]) is False
 
         lazily: list[tuple[str, dict[str, Any]]] = []
         missing: list[dict[str, Any]] = []
@@ -200,11 +201,7 @@ class Layers:
             else:
                 missing.append(entry)
         for key, entry in other.by_key.items():
-            if key in self.by_key:
-                continue
-            if lazy(key, entry):
-                lazily.append(("restored", entry))
-            else:
+            if key not in self.by_key:
                 extra.append(entry)
         return lazily, missing, extra
 

@@ -124,6 +124,10 @@ class _Comparison:
     ) -> None:
         self.o, self.r = original, restored
         self.rtol, self.atol = rtol, atol
+        # Set by training_step: whether the next step agreed within its noise floor alone (no
+        # caller tolerance), and whether both sides followed their own compiled losses.
+        self.step_identical = False
+        self.step_used_compiled_loss = False
         # The restored model is thrown away afterwards (assert_roundtrip): step it in place.
         self.restored_disposable = restored_disposable
         # The original's outputs on the inputs and their noise floor, when already computed.
@@ -196,14 +200,16 @@ class _Comparison:
                     po, layer_o = lo[i1 + k]
                     pr, layer_r = lr[j1 + k]
                     self.pairs.append((po, layer_o, pr, layer_r))
-        matched_o = {po for po, _, _, _ in self.pairs}
-        matched_r = {pr for _, _, pr, _ in self.pairs}
+        # For a layer on one side, its parent's counterpart on the other side.
+        matched_o = {po: layer_r for po, _, _, layer_r in self.pairs}
+        matched_r = {pr: layer_o for _, layer_o, pr, _ in self.pairs}
 
-        def lazy(path: str, layer: Any, matched: set[str]) -> bool:
-            # Holds nothing and its parent is matched: the parent builds it on first call (e.g. a
-            # preprocessor's packer), from the parent's config, which is compared.
-            parent = path.rpartition("/")[0]
-            return bool(parent) and parent in matched and not layer.variables
+        def lazy(path: str, layer: Any, counterparts: dict[str, Any]) -> bool:
+            # Holds nothing, and the other side's parent has not been built yet: that parent builds
+            # it on first call (e.g. a preprocessor's packer), from its own config, which is compared.
+            # Under a built parent a missing sublayer is a real difference.
+            other_parent = counterparts.get(path.rpartition("/")[0])
+            return other_parent is not None and not getattr(other_parent, "built", True) and not layer.variables
 
         for op, i1, i2, j1, j2 in opcodes:
             if op == "equal":
@@ -430,7 +436,7 @@ class _Comparison:
         A generator no step draws from (a GRU with ``dropout=0``) cannot change training; the
         step, run from both models' own seed states, is the evidence.
         """
-        if "next training step" not in self.checks or any(f.path == "training_step" for f in self.findings):
+        if not self.step_identical:
             return
         seeds = {v.path for v in _random_state.seed_variables(self.o.model)}
         self.findings = [
@@ -500,12 +506,12 @@ class _Comparison:
         """After the next-step check: a compile difference that changed the step is the error that
         explains it; one that did not is info (the two losses are one objective)."""
         compiled = [f for f in self.findings if f.path.startswith("compile.")]
-        if not compiled or "next training step" not in self.checks:
-            return
+        if not compiled or not self.step_used_compiled_loss:
+            return  # no step, or both sides stepped with the caller's loss_fn: it cannot tell
         step = [f for f in self.findings if f.path == "training_step"]
         changed = any(f.severity == "error" for f in step)
-        if step and not changed:
-            return  # the step differs, already explained by another error; the warning stands
+        if not changed and not self.step_identical:
+            return  # the step differs, explained by another error, or within tolerance only
         settled = []
         for f in self.findings:
             if f in compiled:
@@ -851,6 +857,8 @@ class _Comparison:
         if len(first) != len(found):
             return  # an architecture finding explains it
         worst = max((d for d, _ in _probe.max_differences(first, found)), default=0.0)
+        self.step_identical = worst <= _NOISE_FACTOR * noise
+        self.step_used_compiled_loss = loss_fn is None
         if worst <= self._tolerance(noise, 0.0):
             return
         explained = self.error_causes() & _EXPLAINS_STEP

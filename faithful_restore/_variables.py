@@ -32,12 +32,24 @@ def read(variable: Any) -> Any:
     return tf.identity(inner)
 
 
-def address(tensor: Any) -> int | None:
-    """The host address of a CPU tensor's buffer; None where it cannot be seen without a copy."""
+def _local_cpu(tensor: Any) -> bool:
+    device = str(getattr(tensor, "device", "")).lower()
+    return "cpu" in device and ("/job:" not in device or "/job:localhost" in device)
+
+
+def same_buffer(a: Any, b: Any) -> bool | None:
+    """Whether two tensors share one buffer; None when that cannot be observed without a copy.
+
+    Both host views stay alive while they are compared, and a second view of ``a`` must alias the
+    first (NumPy aliases local CPU tensors; any copying conversion makes the answer None).
+    """
     try:
-        if "CPU" not in tensor.device.upper():
+        if not (_local_cpu(a) and _local_cpu(b)):
             return None
-        return int(np.asarray(tensor).__array_interface__["data"][0])
+        view_a, again, view_b = np.asarray(a), np.asarray(a), np.asarray(b)
+        if view_a.ctypes.data != again.ctypes.data or not view_a.nbytes:
+            return None
+        return bool(view_a.ctypes.data == view_b.ctypes.data)
     except Exception:  # noqa: BLE001 - unobservable: callers take the safe path
         return None
 
@@ -56,7 +68,11 @@ def stateful_rnn_states(model: Any) -> list[Any]:
     out: list[Any] = []
     for _path, layer in iter_layers(model):
         if getattr(layer, "stateful", False):
-            out.extend(s for s in (getattr(layer, "states", None) or []) if hasattr(s, "assign"))
+            import tensorflow as tf
+
+            # Stacked cells keep nested lists ([[h1, c1], [h2, c2]]).
+            states = tf.nest.flatten(list(getattr(layer, "states", None) or []))
+            out.extend(s for s in states if hasattr(s, "assign"))
     return out
 
 
@@ -87,7 +103,6 @@ def restoring(variables: Iterable[Any]) -> Iterator[None]:
     finally:
         for v, values in zip(variables, saved):
             for c, value in zip(components(v), values):
-                before = address(value)
-                if before is not None and before == address(read(c)):
-                    continue
+                if same_buffer(value, read(c)):
+                    continue  # never written: it still holds the snapshot's buffer
                 c.assign(value)

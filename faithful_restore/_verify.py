@@ -34,7 +34,8 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
     model = bundle.model
     saved_layers = _architecture.Layers(manifest.model.get("layers", []))
     now_layers = _architecture.Layers(_architecture.describe(model)["layers"])
-    _layer_consistency(saved_layers, now_layers, findings)
+    built = {path: bool(getattr(layer, "built", True)) for path, layer in _architecture.iter_layers(model)}
+    _layer_consistency(saved_layers, now_layers, built, findings)
     if _has_inputs(model):
         now_sig = _signature.of_model(model)
         saved_inputs = [(t.shape, t.dtype) for t in manifest.signature.inputs]
@@ -128,7 +129,9 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
 _LAZY_STATE = {"saved": "is not built yet in the restored model", "restored": "was not built yet when saved"}
 
 
-def _layer_consistency(saved: _architecture.Layers, now: _architecture.Layers, findings: list[Finding]) -> None:
+def _layer_consistency(
+    saved: _architecture.Layers, now: _architecture.Layers, built: dict[str, bool], findings: list[Finding]
+) -> None:
     """Layers matched by stable key: same class and (where both are available) the same config."""
     for key in saved.keys:
         before, after = saved.by_key[key], now.by_key.get(key)
@@ -148,7 +151,7 @@ def _layer_consistency(saved: _architecture.Layers, now: _architecture.Layers, f
                     "saved; this Keras version reads the config differently. Load with the saved version.",
                 )
             )
-    lazy, missing, extra = saved.unmatched(now)
+    lazy, missing, extra = saved.unmatched(now, built)
     for side, entry in lazy:
         findings.append(
             Finding(

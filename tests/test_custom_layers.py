@@ -271,3 +271,35 @@ def test_another_compiled_loss_is_named_when_it_changes_the_step():
     report = fr.compare(original, restored, x, sample_targets=y, check_training_step=True)
     found = [f for f in report.findings if f.path == "compile.loss"]
     assert found and found[0].severity == "error" and report.findings[0].path == "compile.loss", report.to_text()
+
+
+@keras.saving.register_keras_serializable(package="fr_custom")
+class ForgetfulBlock(keras.layers.Layer):
+    """Its get_config forgets clip: a restored block silently loses its weightless ReLU."""
+
+    def __init__(self, clip: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+        self.clip = keras.layers.Activation("relu") if clip else None
+
+    def call(self, x):
+        x = self.dense(x)
+        return self.clip(x) if self.clip is not None else x
+
+    def get_config(self):
+        config = super().get_config()  # Keras records constructor arguments by itself ...
+        config.pop("clip", None)  # ... so forget it on purpose
+        return config
+
+
+def test_a_weightless_sublayer_missing_under_a_built_parent_is_an_error(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), ForgetfulBlock(clip=True), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x, y = _xy()
+    model.train_on_batch(x, y)
+    path = str(tmp_path / "b")
+    fr.save_bundle(model, path, sample_inputs=x)
+    report = fr.verify_bundle(path)
+    assert not report.ok and report.errors[0].cause is Cause.ARCHITECTURE, report.to_text()
+    compared = fr.compare(model, fr.load_bundle(path, verify=False), x)  # verify=True refuses it: the probe differs
+    assert not compared.ok and compared.errors[0].cause is Cause.ARCHITECTURE, compared.to_text()

@@ -166,3 +166,23 @@ def test_which_patches_each_keras_gets():
     assert save_views.PATCH.available() and inline_hash.PATCH.available() and prefetch.PATCH.available()
     assert sequential_build.PATCH.available() == (version >= (3, 5))
     assert deferred_init.PATCH.available() == (version >= (3, 5))
+
+
+def test_an_inherited_classmethod_stays_a_classmethod(monkeypatch):
+    monkeypatch.delenv(fast.ENV, raising=False)
+    Base = _owner()
+
+    class Child(Base):
+        pass
+
+    def tagging(function):
+        def make(cls, *args, **kwargs):
+            return ("tagged", function(cls, *args, **kwargs))
+
+        return wrapper_of(function, make)
+
+    patch = Patch("t8", lambda: [Target(Child, "make", ("config",), tagging)])
+    assert patch.active()
+    assert Child.make(1) == ("tagged", (Child, 1)) and Child().make(2) == ("tagged", (Child, 2))
+    patch.uninstall()
+    assert "make" not in Child.__dict__ and Child.make(1) == (Child, 1)

@@ -133,8 +133,12 @@ class Patch:
                 return False
             for t in targets:
                 raw = t.owner.__dict__.get(t.name, _MISSING) if hasattr(t.owner, "__dict__") else _MISSING
-                if isinstance(raw, classmethod):
-                    replacement: Any = classmethod(t.make(raw.__func__))
+                # The descriptor itself, own or inherited: a classmethod or staticmethod stays one.
+                descriptor = inspect.getattr_static(t.owner, t.name)
+                if isinstance(descriptor, classmethod):
+                    replacement: Any = classmethod(t.make(descriptor.__func__))
+                elif isinstance(descriptor, staticmethod):
+                    replacement = staticmethod(t.make(descriptor.__func__))
                 else:
                     replacement = t.make(getattr(t.owner, t.name))
                 setattr(t.owner, t.name, replacement)

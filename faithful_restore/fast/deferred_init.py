@@ -13,7 +13,9 @@ Fail-safe invariants:
   is still the empty one was never written and gets its real initializer, exactly as Keras would
   have; one whose buffer changed keeps what was written. No recorded call is trusted.
 - Code that reads a deferred variable inside the block before writing it sees unspecified values,
-  as it would see initializer values the load is about to overwrite.
+  as it would see initializer values the load is about to overwrite. A *sparse* eager read (a
+  gather) of a deferred variable inside the block would also move its buffer; the library's blocks
+  only deserialize (symbolic builds) and assign, so none happens there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from faithful_restore._variables import same_buffer
 from faithful_restore.fast._patch import Patch, Target, wrapper_of
 
 # Below this many elements running the initializer is cheap; such variables are left alone.
@@ -33,13 +36,12 @@ _local = threading.local()
 
 
 class _Deferred:
-    __slots__ = ("variable", "initializer", "empty", "address")
+    __slots__ = ("variable", "initializer", "empty")
 
-    def __init__(self, variable: Any, initializer: Any, empty: Any, address: int) -> None:
+    def __init__(self, variable: Any, initializer: Any, empty: Any) -> None:
         self.variable = weakref.ref(variable)
         self.initializer = initializer
         self.empty = empty  # held: forces copy-on-write, so a write always moves the buffer
-        self.address = address
 
 
 def _pending() -> list[_Deferred] | None:
@@ -56,28 +58,18 @@ def _numeric(dtype: Any) -> bool:
     return bool(d.is_floating or d.is_integer) and not d.is_quantized
 
 
-def _address(tensor: Any) -> int | None:
-    """The host address of a CPU tensor's buffer, or None when it cannot be seen without a copy."""
-    import numpy as np
-
-    try:
-        if "CPU" not in tensor.device.upper():
-            return None
-        return int(np.asarray(tensor).__array_interface__["data"][0])
-    except Exception:  # noqa: BLE001 - unobservable: not deferred
-        return None
-
-
-def _buffer_address(variable: Any) -> int | None:
+def _holds(variable: Any, empty: Any) -> bool | None:
+    """Whether the Keras variable still holds ``empty``'s buffer; None when it cannot be observed."""
     import tensorflow as tf
 
     inner = getattr(variable, "_value", None)
     if not isinstance(inner, tf.Variable) or not hasattr(inner, "handle"):
         return None
     try:
-        return _address(tf.raw_ops.ReadVariableOp(resource=inner.handle, dtype=inner.dtype))
+        current = tf.raw_ops.ReadVariableOp(resource=inner.handle, dtype=inner.dtype)
     except Exception:  # noqa: BLE001
         return None
+    return same_buffer(current, empty)
 
 
 def _may_defer(variable: Any) -> bool:
@@ -108,14 +100,11 @@ def _deferring_init(original: Any) -> Any:
             empty = tf.raw_ops.Empty(shape=tuple(self._shape), dtype=tf.as_dtype(self._dtype), init=False)
         except Exception:  # noqa: BLE001 - anything unusual takes Keras' own path
             return original(self, *args, **kwargs)
-        address = _address(empty)
-        if address is None:
-            return original(self, *args, **kwargs)
         self._initialize(lambda: empty)
-        if _buffer_address(self) != address:  # the variable did not adopt the buffer: not ours to track
+        if not _holds(self, empty):  # did not adopt the buffer, or unobservable: Keras' own path
             original(self, *args, **kwargs)
             return None
-        pending.append(_Deferred(self, args[0], empty, address))
+        pending.append(_Deferred(self, args[0], empty))
         return None
 
     return wrapper_of(original, _initialize_with_initializer)
@@ -137,7 +126,7 @@ def finish(pending: list[_Deferred]) -> int:
         variable = item.variable()
         if variable is None:
             continue
-        if _buffer_address(variable) == item.address:
+        if _holds(variable, item.empty) is not False:  # never written (or, unobservably, unknown)
             variable.assign(item.initializer(variable._shape, dtype=variable._dtype))
             count += 1
     return count
