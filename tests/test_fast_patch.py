@@ -22,6 +22,13 @@ def _adding_one(original):
     return wrapper_of(original, value)
 
 
+def _tagging(function):
+    def make(cls, *args, **kwargs):
+        return ("tagged", function(cls, *args, **kwargs))
+
+    return wrapper_of(function, make)
+
+
 def _owner():
     class Owner:
         def value(self, x, scale=1):
@@ -87,13 +94,7 @@ def test_classmethods_stay_classmethods_and_are_restored(monkeypatch):
     Owner = _owner()
     raw = Owner.__dict__["make"]
 
-    def tagging(function):
-        def make(cls, *args, **kwargs):
-            return ("tagged", function(cls, *args, **kwargs))
-
-        return wrapper_of(function, make)
-
-    patch = Patch("t5", lambda: [Target(Owner, "make", ("config",), tagging)])
+    patch = Patch("t5", lambda: [Target(Owner, "make", ("config",), _tagging)])
     assert patch.active()
     assert Owner.make(1) == ("tagged", (Owner, 1))
     patch.uninstall()
@@ -175,13 +176,7 @@ def test_an_inherited_classmethod_stays_a_classmethod(monkeypatch):
     class Child(Base):
         pass
 
-    def tagging(function):
-        def make(cls, *args, **kwargs):
-            return ("tagged", function(cls, *args, **kwargs))
-
-        return wrapper_of(function, make)
-
-    patch = Patch("t8", lambda: [Target(Child, "make", ("config",), tagging)])
+    patch = Patch("t8", lambda: [Target(Child, "make", ("config",), _tagging)])
     assert patch.active()
     assert Child.make(1) == ("tagged", (Child, 1)) and Child().make(2) == ("tagged", (Child, 2))
     patch.uninstall()
