@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from faithful_restore import _keras_format, _supported  # noqa: E402
+from faithful_restore import _keras_format, _supported, fast  # noqa: E402
 from faithful_restore.fast import inline_hash as _inline_hash  # noqa: E402
 
 KERAS = _supported.parse(keras.__version__)
@@ -30,8 +30,8 @@ needs_mirrored_fit = pytest.mark.skipif(
 # Large weights are hashed per segment while Keras writes them into the bundle's directory: with
 # the inline_hash speed patch on a Keras that writes the directory itself (3.4+).
 needs_segments = pytest.mark.skipif(
-    not (_keras_format.supports_directories() and _inline_hash.PATCH.available()),
-    reason="segments are recorded only by the inline_hash speed patch on Keras 3.4+",
+    not (_keras_format.supports_directories() and fast.enabled() and _inline_hash.PATCH.available()),
+    reason="segments are recorded only by the inline_hash speed patch (on, and Keras 3.4+)",
 )
 
 _cpus = tf.config.list_physical_devices("CPU")

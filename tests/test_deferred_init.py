@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 import faithful_restore as fr
+from faithful_restore import fast
 from faithful_restore.fast import deferred_init as _deferred_init
 
 BIG = 300  # a 300 x 300 kernel (90,000 elements) is deferred; a 300-element bias is not
 
 needs_patch = pytest.mark.skipif(
-    not _deferred_init.PATCH.available(), reason="this Keras has no Variable._initialize_with_initializer"
+    not (fast.enabled() and _deferred_init.PATCH.available()),
+    reason="FAITHFUL_RESTORE_FAST=0, or this Keras has no Variable._initialize_with_initializer",
 )
 
 

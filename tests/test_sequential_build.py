@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from keras.src.models.sequential import Sequential
 
 import faithful_restore as fr
+from faithful_restore import fast
 from faithful_restore.fast import sequential_build as _sequential_build
 
 needs_patch = pytest.mark.skipif(
-    not _sequential_build.PATCH.available(), reason=f"the patch is off on Keras {keras.__version__} (needs 3.5+)"
+    not (fast.enabled() and _sequential_build.PATCH.available()),
+    reason=f"FAITHFUL_RESTORE_FAST=0, or the patch is off on Keras {keras.__version__} (needs 3.5+)",
 )
 
 
