@@ -177,7 +177,7 @@ class Layers:
 
     def unmatched(
         self, other: Layers, other_built: dict[str, bool]
-    ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """(lazily built, missing from ``other``, extra in ``other``).
 
         A layer of ours that ``other`` lacks is *lazily built* when it holds no weights of its own
@@ -190,14 +190,14 @@ class Layers:
             parent = other.by_key.get(parent_key(key))
             return not entry.get("weights") and parent is not None and other_built.get(parent["path"]) is False
 
-        lazily: list[tuple[str, dict[str, Any]]] = []
+        lazily: list[dict[str, Any]] = []
         missing: list[dict[str, Any]] = []
         extra: list[dict[str, Any]] = []
         for key, entry in self.by_key.items():
             if key in other.by_key:
                 continue
             if lazy(key, entry):
-                lazily.append(("saved", entry))
+                lazily.append(entry)
             else:
                 missing.append(entry)
         for key, entry in other.by_key.items():

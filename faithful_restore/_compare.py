@@ -454,9 +454,7 @@ class _Comparison:
     def stateful_rnns(self) -> None:
         """Keras saves no RNN hidden state: name it when the original carries one."""
         for path, layer in _architecture.iter_layers(self.o.model):
-            if not getattr(layer, "stateful", False):
-                continue
-            states = [s for s in (getattr(layer, "states", None) or []) if hasattr(s, "assign")]
+            states = _variables.rnn_states(layer)
             if any(np.any(np.asarray(_variables.read(s))) for s in states):
                 self.add(
                     Cause.TRAINING_STATE,

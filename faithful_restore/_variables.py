@@ -65,15 +65,17 @@ def stateful_rnn_states(model: Any) -> list[Any]:
     """Hidden-state variables of stateful RNN layers (not in ``model.variables``; Keras never saves them)."""
     from faithful_restore._architecture import iter_layers
 
-    out: list[Any] = []
-    for _path, layer in iter_layers(model):
-        if getattr(layer, "stateful", False):
-            import tensorflow as tf
+    return [s for _path, layer in iter_layers(model) for s in rnn_states(layer)]
 
-            # Stacked cells keep nested lists ([[h1, c1], [h2, c2]]).
-            states = tf.nest.flatten(list(getattr(layer, "states", None) or []))
-            out.extend(s for s in states if hasattr(s, "assign"))
-    return out
+
+def rnn_states(layer: Any) -> list[Any]:
+    """A stateful RNN layer's hidden-state variables, flattened; [] for any other layer."""
+    if not getattr(layer, "stateful", False):
+        return []
+    import tensorflow as tf
+
+    # Stacked cells keep nested lists ([[h1, c1], [h2, c2]]).
+    return [s for s in tf.nest.flatten(list(getattr(layer, "states", None) or [])) if hasattr(s, "assign")]
 
 
 def reset_stateful_rnns(model: Any) -> None:

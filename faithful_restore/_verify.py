@@ -126,9 +126,6 @@ def _consistency(bundle: Bundle, findings: list[Finding]) -> None:
         )
 
 
-_LAZY_STATE = {"saved": "is not built yet in the restored model", "restored": "was not built yet when saved"}
-
-
 def _layer_consistency(
     saved: _architecture.Layers, now: _architecture.Layers, built: dict[str, bool], findings: list[Finding]
 ) -> None:
@@ -152,16 +149,17 @@ def _layer_consistency(
                 )
             )
     lazy, missing, extra = saved.unmatched(now, built)
-    for side, entry in lazy:
+    for entry in lazy:
         findings.append(
             Finding(
                 Cause.ARCHITECTURE,
                 "info",
                 entry["path"],
-                "built" if side == "saved" else "not built",
-                "not built" if side == "saved" else "built",
+                "built",
+                "not built",
                 f"layer {entry['path']!r} ({entry['class'].rsplit('.', 1)[-1]}) holds no weights and is "
-                f"built on first call by its parent; it {_LAZY_STATE[side]}, which changes nothing it computes.",
+                "built on first call by its parent; it is not built yet in the restored model, which changes nothing "
+                "it computes.",
             )
         )
     if missing or extra:
