@@ -1,18 +1,20 @@
 """faithful_restore: save a Keras model so the restored model is the one that was saved, and prove it."""
 
 # First: an unsupported TensorFlow/Keras fails here, at import, never halfway through a save.
-from faithful_restore import _supported  # noqa: F401  (isort: skip)
-from faithful_restore._bundle import Bundle, load_bundle, save_bundle
-from faithful_restore._compare import compare
-from faithful_restore._environment import Environment
-from faithful_restore._findings import Cause, Finding, Report
-from faithful_restore._guard import Thresholds, check_inputs
-from faithful_restore._manager import BundleInfo, BundleManager
-from faithful_restore._manifest import FORMAT_VERSION, FileEntry, Manifest, Segment
-from faithful_restore._signature import Signature, TensorRecord
-from faithful_restore._stats import PreprocessingStats
-from faithful_restore._verify import assert_roundtrip, verify_bundle
+from faithful_restore.runtime import supported as _supported  # noqa: F401  (isort: skip)
+from faithful_restore._version import __version__
+from faithful_restore.bundle.load import load_bundle
+from faithful_restore.bundle.manager import BundleInfo, BundleManager
+from faithful_restore.bundle.save import save_bundle
+from faithful_restore.bundle.types import Bundle
+from faithful_restore.diagnose.compare import compare
+from faithful_restore.diagnose.inputs import check_inputs
+from faithful_restore.diagnose.verify import assert_roundtrip, verify_bundle
+from faithful_restore.drift.guard import Thresholds
+from faithful_restore.drift.stats import PreprocessingStats
 from faithful_restore.errors import (
+    ArgumentError,
+    ArgumentTypeError,
     BundleError,
     FaithfulRestoreError,
     InputCheckError,
@@ -23,10 +25,14 @@ from faithful_restore.errors import (
     VersionSkewError,
     VersionSkewWarning,
 )
-
-__version__ = "0.1.0"
+from faithful_restore.findings import Cause, Finding, Report
+from faithful_restore.format.integrity import read_manifest
+from faithful_restore.format.manifest import FORMAT_VERSION, FileEntry, Manifest, Segment
+from faithful_restore.format.records import Environment, Signature, TensorRecord
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "FORMAT_VERSION",
     "Bundle",
     "BundleError",
@@ -56,6 +62,7 @@ __all__ = [
     "check_inputs",
     "compare",
     "load_bundle",
+    "read_manifest",
     "save_bundle",
     "verify_bundle",
 ]

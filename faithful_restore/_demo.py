@@ -113,7 +113,7 @@ def _forge_environment(bundle_path: str, skewed_path: str) -> None:
     """Copies a bundle and rewrites its recorded TensorFlow version (a simulated version skew)."""
     import shutil
 
-    from faithful_restore._manifest import DIGEST, MANIFEST, digest
+    from faithful_restore.format.manifest import DIGEST, MANIFEST, digest
 
     shutil.copytree(bundle_path, skewed_path)
     with open(os.path.join(skewed_path, MANIFEST)) as f:

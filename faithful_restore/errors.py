@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "BundleError",
     "FaithfulRestoreError",
     "InputCheckError",
@@ -27,6 +29,22 @@ class FaithfulRestoreError(Exception):
 
 class BundleError(FaithfulRestoreError):
     """A bundle cannot be written or read: bad arguments, bad model, bad or hostile files."""
+
+
+class ArgumentError(BundleError, ValueError):
+    """An argument has a value the function cannot take (also a ``ValueError``).
+
+    Deprecated base: it is also a :class:`BundleError` until faithful_restore 0.3, so existing
+    ``except BundleError`` clauses keep catching it; catch ``ValueError`` or this class instead.
+    """
+
+
+class ArgumentTypeError(BundleError, TypeError):
+    """An argument is of a type the function cannot take (also a ``TypeError``).
+
+    Deprecated base: also a :class:`BundleError` until faithful_restore 0.3, as for
+    :class:`ArgumentError`.
+    """
 
 
 class UnsupportedEnvironmentError(FaithfulRestoreError, ImportError):

@@ -19,9 +19,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from faithful_restore import _keras_internals
-from faithful_restore._manager import BundleManager
-from faithful_restore.errors import BundleError
+from faithful_restore.bundle.manager import BundleManager
+from faithful_restore.errors import ArgumentError, BundleError
+from faithful_restore.runtime import keras_internals as _keras_internals
 
 __all__ = ["BundleCheckpoint"]
 
@@ -58,11 +58,11 @@ class BundleCheckpoint(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         if save_freq != "epoch" and (not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1):
-            raise BundleError(f"save_freq must be 'epoch' or a positive number of batches, found {save_freq!r}.")
+            raise ArgumentError(f"save_freq must be 'epoch' or a positive number of batches, found {save_freq!r}.")
         if save_best_only and not monitor:
             raise BundleError("save_best_only=True needs monitor= (e.g. monitor='val_loss').")
         if mode not in ("auto", "min", "max"):
-            raise BundleError(f"mode must be 'auto', 'min' or 'max', found {mode!r}.")
+            raise ArgumentError(f"mode must be 'auto', 'min' or 'max', found {mode!r}.")
         self.manager = BundleManager(directory, max_to_keep=max_to_keep)
         self.save_freq = save_freq
         self.monitor = monitor
@@ -82,7 +82,7 @@ class BundleCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if not self.restore:
             return
-        latest = self.manager.latest
+        latest = self.manager.newest()
         if latest is None:
             return
         manifest = self.manager.manifest(latest.step)

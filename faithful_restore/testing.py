@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from faithful_restore._findings import Report
-from faithful_restore._verify import assert_roundtrip
+from faithful_restore.diagnose.verify import assert_roundtrip
+from faithful_restore.findings import Report
 
 __all__ = ["assert_roundtrip", "faithful_roundtrip"]
 
@@ -39,6 +39,6 @@ if pytest is not None:
 
         def check(model: Any, sample_inputs: Any = None, **kwargs: Any) -> Report:
             kwargs.setdefault("path", tmp_path / f"faithful_roundtrip_{next(counter)}")
-            return assert_roundtrip(model, sample_inputs, **kwargs)
+            return assert_roundtrip(model, sample_inputs=sample_inputs, **kwargs)
 
         return check

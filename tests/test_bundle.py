@@ -19,10 +19,10 @@ from conftest import (
 )
 
 import faithful_restore as fr
-from faithful_restore import _keras_format
 from faithful_restore.fast import inline_hash as _inline_hash
 from faithful_restore.fast import prefetch as _prefetch
 from faithful_restore.fast import save_views as _save_views
+from faithful_restore.runtime import keras_format as _keras_format
 
 
 def _roundtrip(model, tmp_path, **kwargs):
@@ -463,7 +463,7 @@ def test_probe_detects_a_changed_model(tmp_path):
     rewrite_manifest(str(path), mutate)
     with pytest.raises(fr.RoundtripError, match="output 0: max abs difference 1"):
         fr.load_bundle(str(path))
-    fr.load_bundle(str(path), verify=False)
+    fr.load_bundle(str(path), check_probe=False)
 
 
 def test_probe_passes_bitwise_on_same_machine(tmp_path):
@@ -471,7 +471,7 @@ def test_probe_passes_bitwise_on_same_machine(tmp_path):
     path = str(tmp_path / "b")
     manifest = fr.save_bundle(model, path, sample_inputs={k: v[:8] for k, v in data["x"].items()})
     assert manifest.probe["tolerance"]["same_environment"]["atol"] == 0.0
-    fr.load_bundle(path)  # verify=True by default
+    fr.load_bundle(path)  # check_probe=True by default
 
 
 def test_version_skew_modes(tmp_path):
@@ -581,7 +581,7 @@ def test_probe_leaves_random_state_untouched(tmp_path):
     fr.save_bundle(model, path, sample_inputs=x)
     for before, v in zip(seeds, [v for v in model.variables if v.name == "seed_generator_state"]):
         np.testing.assert_array_equal(before, np.asarray(v))
-    bundle = fr.load_bundle(path)  # verify=True runs the probe
+    bundle = fr.load_bundle(path)  # check_probe=True runs the probe
     restored = [np.asarray(v) for v in bundle.model.variables if v.name == "seed_generator_state"]
     for before, after in zip(seeds, restored):
         np.testing.assert_array_equal(before, after)
@@ -632,7 +632,9 @@ def _calls_per_operation(tmp_path, model, name: str) -> dict[str, int]:
         "save_bundle": _python_calls(lambda: fr.save_bundle(model, path)),
         "load_bundle": _python_calls(lambda: fr.load_bundle(path)),
         "verify_bundle": _python_calls(lambda: fr.verify_bundle(path)),
-        "assert_roundtrip": _python_calls(lambda: fr.assert_roundtrip(model, rows, path=str(tmp_path / f"{name}_rt"))),
+        "assert_roundtrip": _python_calls(
+            lambda: fr.assert_roundtrip(model, sample_inputs=rows, path=str(tmp_path / f"{name}_rt"))
+        ),
     }
 
 
@@ -665,3 +667,16 @@ def test_python_work_does_not_grow_with_tensor_bytes(tmp_path):
         # about +165 for assert_roundtrip.
         # A Python loop over 64 KiB pieces of the extra bytes would add over 2,000.
         assert wide[op] - calls <= 1000, f"{op}: {calls} calls for 3 x Dense(640), {wide[op]} for 3 x Dense(2048)"
+
+
+# Reproductions of defects found in review.
+
+
+def test_overwrite_refuses_a_directory_whose_manifest_is_not_ours(tmp_path):
+    webapp = tmp_path / "webapp"
+    (webapp / "src").mkdir(parents=True)
+    (webapp / "manifest.json").write_text('{"name": "my pwa"}')
+    (webapp / "src" / "app.js").write_text("console.log(1)")
+    with pytest.raises(fr.BundleError, match="holds no bundle"):
+        fr.save_bundle(sequential_model(), str(webapp), overwrite=True)
+    assert (webapp / "src" / "app.js").exists()

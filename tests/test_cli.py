@@ -1,7 +1,17 @@
-"""The command line through its real entry point (subprocesses): output, --json and exit codes."""
+"""The command line through its real entry point (subprocesses): output, --json and exit codes.
+
+A subprocess that imports TensorFlow costs seconds before it does anything, so the fast suite runs
+the TensorFlow-heavy commands through ``cli.main`` in this process (the same parser, commands,
+output and exit codes) and the quick demo once, with its JSON, plot and text outputs drawn from
+that one run; the slow suite (``-m slow``) repeats each of them through the real entry point.
+The cheap commands (inspect, usage errors, check-inputs) and one TensorFlow-importing verify stay
+subprocesses in the fast suite.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -14,6 +24,7 @@ import pytest
 from conftest import make_xy, rewrite_manifest, sequential_model
 
 import faithful_restore as fr
+from faithful_restore import _demo, cli
 
 # The entry point installed beside this interpreter (a venv's own, not whichever is first on PATH).
 EXE = shutil.which("faithful-restore", path=os.path.dirname(sys.executable))
@@ -23,6 +34,23 @@ def run(*args: str, module: bool = False) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "faithful_restore", *args] if module or EXE is None else [EXE, *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def run_in_process(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` in this process, its output and exit code as ``run`` returns them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    return subprocess.CompletedProcess(["faithful-restore", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(params=["in_process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def cli_run(request):
+    """``run_in_process`` in the fast suite; the real entry point (``run``) in the slow one."""
+    return run_in_process if request.param == "in_process" else run
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +76,11 @@ def test_inspect_text_and_json(bundles):
     assert data["format_version"] == "1.0" and data["metadata"] == {"run": "cli"}
 
 
-def test_verify_ok_and_json(bundles):
-    out = run("verify", bundles["good"])
+def test_verify_ok_and_json(bundles, cli_run):
+    out = cli_run("verify", bundles["good"])
     assert out.returncode == 0, out.stderr
     assert "matches the original" in out.stdout
-    out = run("verify", bundles["good"], "--json", module=True)
+    out = cli_run("verify", bundles["good"], "--json", module=True)
     assert out.returncode == 0
     assert json.loads(out.stdout)["ok"] is True
 
@@ -70,12 +98,12 @@ def test_verify_tampered_exits_1(bundles):
     assert report["findings"][0]["cause"] == "integrity"
 
 
-def test_unreadable_input_exits_2_with_one_line(tmp_path):
-    out = run("verify", str(tmp_path / "nope"))
+def test_unreadable_input_exits_2_with_one_line(tmp_path, cli_run):
+    out = cli_run("verify", str(tmp_path / "nope"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("faithful-restore: error: no bundle at")
     assert "Traceback" not in out.stderr
-    out = run("--debug", "inspect", str(tmp_path / "nope"))
+    out = cli_run("--debug", "inspect", str(tmp_path / "nope"))
     assert out.returncode == 2 and "Traceback" in out.stderr
 
 
@@ -85,21 +113,21 @@ def test_usage_error_exits_2():
     assert "invalid choice" in out.stderr
 
 
-def test_diff_two_bundles(bundles, tmp_path):
-    same = run("diff", bundles["good"], bundles["good"], "--json")
+def test_diff_two_bundles(bundles, tmp_path, cli_run):
+    same = cli_run("diff", bundles["good"], bundles["good"], "--json")
     assert same.returncode == 0, same.stdout + same.stderr
-    differ = run("diff", bundles["good"], bundles["fresh"], "--json")
+    differ = cli_run("diff", bundles["good"], bundles["fresh"], "--json")
     assert differ.returncode == 1
     causes = [f["cause"] for f in json.loads(differ.stdout)["findings"] if f["severity"] == "error"]
     assert causes[0] == "weights"
     assert "optimizer_state" in causes
 
 
-def test_diff_reports_version_skew(bundles, tmp_path):
+def test_diff_reports_version_skew(bundles, tmp_path, cli_run):
     skewed = str(tmp_path / "skewed")
     shutil.copytree(bundles["good"], skewed)
     rewrite_manifest(skewed, lambda d: d["environment"].update(numpy="1.24.0"))
-    out = run("diff", bundles["good"], skewed)
+    out = cli_run("diff", bundles["good"], skewed)
     assert out.returncode == 0  # skew alone is a warning
     assert "version_skew @ environment.numpy" in out.stdout
 
@@ -122,8 +150,7 @@ def test_check_inputs_command(tmp_path):
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
-def test_demo_quick_json():
-    out = run("demo", "--quick", "--json")
+def _check_demo_json(out: subprocess.CompletedProcess) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     rows = {r["scenario"]: r for r in result["rows"]}
@@ -144,11 +171,9 @@ def test_demo_quick_json():
     assert np.isfinite(result["test_accuracy"]) and result["test_accuracy"] > 0.8
 
 
-def test_demo_plot(tmp_path):
+def _check_demo_plot(out: subprocess.CompletedProcess, png) -> None:
     import importlib.util
 
-    png = tmp_path / "curves.png"
-    out = run("demo", "--quick", "--plot", str(png))
     if importlib.util.find_spec("matplotlib") is None:
         assert out.returncode == 2 and "needs matplotlib" in out.stderr
         assert not png.exists()
@@ -156,8 +181,43 @@ def test_demo_plot(tmp_path):
         assert out.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_text_output():
-    out = run("demo", "--quick")
+def _check_demo_text(out: subprocess.CompletedProcess) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "scenario" in out.stdout and "weights only" in out.stdout
     assert "What this run measured:" in out.stdout
+
+
+def test_demo_json_plot_and_text_in_process(tmp_path, monkeypatch):
+    """The fast twin of the three demo tests below: one quick demo run in this process, and its
+    JSON, plot and text outputs through cli.main (the later two reuse the run's result)."""
+    measured: list = []
+    real_run = _demo.run
+
+    def run_once(**kwargs):
+        assert kwargs["quick"] is True
+        if not measured:
+            measured.append(real_run(**kwargs))
+        return measured[0]
+
+    monkeypatch.setattr(_demo, "run", run_once)
+    _check_demo_json(run_in_process("demo", "--quick", "--json"))
+    png = tmp_path / "curves.png"
+    _check_demo_plot(run_in_process("demo", "--quick", "--plot", str(png)), png)
+    _check_demo_text(run_in_process("demo", "--quick"))
+    assert len(measured) == 1
+
+
+@pytest.mark.slow
+def test_demo_quick_json():
+    _check_demo_json(run("demo", "--quick", "--json"))
+
+
+@pytest.mark.slow
+def test_demo_plot(tmp_path):
+    png = tmp_path / "curves.png"
+    _check_demo_plot(run("demo", "--quick", "--plot", str(png)), png)
+
+
+@pytest.mark.slow
+def test_demo_text_output():
+    _check_demo_text(run("demo", "--quick"))

@@ -255,7 +255,7 @@ def test_custom_loop_bundle_with_loss_fn(tmp_path):
     fr.save_bundle(model, path, optimizer=opt)
     restored = fr.load_bundle(path)
     mse = keras.losses.MeanSquaredError()
-    report = fr.compare(fr.Bundle(model, optimizer=opt), restored, x, loss_fn=mse, sample_targets=y)
+    report = fr.compare(fr.Bundle(model, optimizer=opt), restored, sample_inputs=x, loss_fn=mse, sample_targets=y)
     assert report.ok and "next training step" in report.checks
     fresh_opt = keras.optimizers.Adam(0.01)
     broken = fr.Bundle(restored.model, optimizer=fresh_opt)

@@ -99,7 +99,7 @@ def test_a_sublayer_keras_never_serializes_does_not_block_the_save(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(model, path, sample_inputs=x)
     assert fr.verify_bundle(path).ok
-    assert fr.compare(model, fr.load_bundle(path), x).ok
+    assert fr.compare(model, fr.load_bundle(path), sample_inputs=x).ok
 
 
 def _blocks():
@@ -118,7 +118,7 @@ def test_auto_named_sublayers_verify_the_same_in_any_process_state(tmp_path):
     fr.load_bundle(path)
     report = fr.verify_bundle(path)
     assert report.ok, report.to_text()
-    assert fr.compare(model, fr.load_bundle(path), x).ok
+    assert fr.compare(model, fr.load_bundle(path), sample_inputs=x).ok
 
 
 def test_another_dropout_rate_inside_a_custom_layer_is_still_found(tmp_path):
@@ -128,7 +128,7 @@ def test_another_dropout_rate_inside_a_custom_layer_is_still_found(tmp_path):
     other = keras.Sequential([keras.Input((3,)), Block(), Block(0.5), keras.layers.Dense(1)])
     other.compile("adam", "mse")
     other.set_weights(model.get_weights())
-    report = fr.compare(model, other, x, check_training_step=False)
+    report = fr.compare(model, other, sample_inputs=x, check_training_step=False)
     assert report.findings[0].cause is Cause.REGULARIZATION, report.to_text()
 
 
@@ -141,7 +141,7 @@ def test_a_weightless_sublayer_built_on_first_call_is_not_missing(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(model, path)  # no probe: the restored LazyHelper is never called
     bundle = fr.load_bundle(path)
-    report = fr.compare(model, bundle, x, check_training_step=False)
+    report = fr.compare(model, bundle, sample_inputs=x, check_training_step=False)
     assert report.ok, report.to_text()
     assert [f.severity for f in report.findings if f.cause is Cause.ARCHITECTURE] == ["info"]
     verified = fr.verify_bundle(path)
@@ -158,7 +158,7 @@ def test_a_stateful_rnn_is_named_honestly_not_as_a_training_mode_layer():
     model.fit(x, np.ones((4, 1), "float32"), epochs=1, batch_size=4, verbose=0, shuffle=False)
     state = np.asarray(model.layers[0].states[0]).copy()
     assert np.any(state)
-    report = fr.assert_roundtrip(model, x)  # no false "training mode" error
+    report = fr.assert_roundtrip(model, sample_inputs=x)  # no false "training mode" error
     assert not any(f.path == "mode" for f in report.findings)
     rnn = [f for f in report.findings if f.cause is Cause.TRAINING_STATE and f.severity == "warning"]
     assert rnn and "hidden state" in rnn[0].message and "reset_states" in rnn[0].message
@@ -175,17 +175,21 @@ def test_no_verifier_changes_a_counting_layer(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(model, path, sample_inputs=x)
     assert int(counter.numpy()) == 1
-    bundle = fr.load_bundle(path)  # verify=True runs the probe on the restored model
+    bundle = fr.load_bundle(path)  # check_probe=True runs the probe on the restored model
     assert int(bundle.model.get_layer("counter").n.numpy()) == 1
-    report = fr.compare(model, bundle, x)
+    report = fr.compare(model, bundle, sample_inputs=x)
     assert report.ok, report.to_text()
     assert int(counter.numpy()) == 1 and int(bundle.model.get_layer("counter").n.numpy()) == 1
-    fr.assert_roundtrip(model, x)
+    fr.assert_roundtrip(model, sample_inputs=x)
     fr.verify_bundle(path)
     assert int(counter.numpy()) == 1
     # A real difference in an integer weight is a number, not inf.
     bundle.model.get_layer("counter").n.assign(4)
-    found = [f for f in fr.compare(model, bundle, x, check_training_step=False).findings if f.path.endswith("n")]
+    found = [
+        f
+        for f in fr.compare(model, bundle, sample_inputs=x, check_training_step=False).findings
+        if f.path.endswith("n")
+    ]
     assert found and found[0].cause is Cause.WEIGHTS and "max abs diff 3" in found[0].message
 
 
@@ -197,7 +201,7 @@ def test_an_unused_seed_generator_is_not_an_error(tmp_path):
     model.fit(x, np.ones((8, 1), "float32"), epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     copy = keras.saving.load_model(tmp_path / "m.keras")
-    report = fr.compare(model, copy, x)
+    report = fr.compare(model, copy, sample_inputs=x)
     assert report.ok, report.to_text()
 
 
@@ -207,11 +211,11 @@ def test_a_trusted_lambda_model_can_be_checked_with_safe_mode_off(tmp_path):
     x, y = _xy()
     model.train_on_batch(x, y)
     with pytest.raises(fr.BundleError):
-        fr.assert_roundtrip(model, x)  # refused by default: the bundle stores Python code
-    fr.assert_roundtrip(model, x, safe_mode=False)
+        fr.assert_roundtrip(model, sample_inputs=x)  # refused by default: the bundle stores Python code
+    fr.assert_roundtrip(model, sample_inputs=x, safe_mode=False)
     path = str(tmp_path / "b")
     fr.save_bundle(model, path)
-    assert fr.compare(path, path, x, safe_mode=False).ok
+    assert fr.compare(path, path, sample_inputs=x, safe_mode=False).ok
 
 
 def test_assert_roundtrip_takes_preprocessing_stats(tmp_path):
@@ -219,7 +223,7 @@ def test_assert_roundtrip_takes_preprocessing_stats(tmp_path):
     model.compile("adam", "mse")
     x, y = _xy()
     model.train_on_batch(x, y)
-    report = fr.assert_roundtrip(model, x, preprocessing=fr.PreprocessingStats.from_data(x))
+    report = fr.assert_roundtrip(model, sample_inputs=x, preprocessing=fr.PreprocessingStats.from_data(x))
     assert report.ok
 
 
@@ -268,7 +272,7 @@ def test_another_compiled_loss_is_named_when_it_changes_the_step():
     original = model_with(keras.losses.SparseCategoricalCrossentropy(from_logits=False))
     restored = model_with(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     restored.set_weights(original.get_weights())
-    report = fr.compare(original, restored, x, sample_targets=y, check_training_step=True)
+    report = fr.compare(original, restored, sample_inputs=x, sample_targets=y, check_training_step=True)
     found = [f for f in report.findings if f.path == "compile.loss"]
     assert found and found[0].severity == "error" and report.findings[0].path == "compile.loss", report.to_text()
 
@@ -301,5 +305,7 @@ def test_a_weightless_sublayer_missing_under_a_built_parent_is_an_error(tmp_path
     fr.save_bundle(model, path, sample_inputs=x)
     report = fr.verify_bundle(path)
     assert not report.ok and report.errors[0].cause is Cause.ARCHITECTURE, report.to_text()
-    compared = fr.compare(model, fr.load_bundle(path, verify=False), x)  # verify=True refuses it: the probe differs
+    compared = fr.compare(
+        model, fr.load_bundle(path, check_probe=False), sample_inputs=x
+    )  # check_probe=True refuses it: the probe differs
     assert not compared.ok and compared.errors[0].cause is Cause.ARCHITECTURE, compared.to_text()

@@ -142,7 +142,7 @@ def test_load_bundle_skips_initializers_and_restores_everything(tmp_path):
     model, x = _model()
     fr.save_bundle(model, tmp_path / "b", sample_inputs=x)
     before = _calls()
-    bundle = fr.load_bundle(tmp_path / "b")  # verify=True: the probe must match
+    bundle = fr.load_bundle(tmp_path / "b")  # check_probe=True: the probe must match
     assert _calls() == before  # the big kernel was loaded, not initialized
     for a, b in zip(model.variables, bundle.model.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -15,7 +15,8 @@ import pytest
 from conftest import KERAS, KERAS_MIRRORS_CORRECTLY, assert_same_variables, mirrored_strategy, needs_mirrored_fit
 
 import faithful_restore as fr
-from faithful_restore import Cause, _distribution
+from faithful_restore import Cause
+from faithful_restore.capture import distribution as _distribution
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "multiworker.py")
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import faithful_restore as fr
-from faithful_restore import _environment
+from faithful_restore.capture import environment as _environment
 
 
 def test_current_environment_is_real():

@@ -146,7 +146,7 @@ def test_switch_off_leaves_keras_tensorflow_and_h5py_untouched(monkeypatch, tmp_
     before = _third_party_attributes()
     fr.save_bundle(trained_sequential, tmp_path / "b", sample_inputs=xy[0][:8])
     bundle = fr.load_bundle(tmp_path / "b")
-    assert fr.compare(trained_sequential, bundle, xy[0][:8]).ok
+    assert fr.compare(trained_sequential, bundle, sample_inputs=xy[0][:8]).ok
     after = _third_party_attributes()
     assert sorted(set(before) ^ set(after)) == []
     assert [k for k in before if before[k] is not after[k]] == []

@@ -11,12 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from faithful_restore import _environment, _manifest, _preprocessing
-from faithful_restore._findings import Cause, Report
-from faithful_restore._guard import Thresholds, binomial_tail_bound, check_inputs
-from faithful_restore._signature import Signature, TensorRecord
-from faithful_restore._stats import PreprocessingStats
+from faithful_restore.capture import environment as _environment
+from faithful_restore.capture import preprocessing as _preprocessing
+from faithful_restore.diagnose.inputs import check_inputs
+from faithful_restore.drift.guard import Thresholds, binomial_tail_bound
+from faithful_restore.drift.stats import PreprocessingStats
 from faithful_restore.errors import BundleError
+from faithful_restore.findings import Cause, Report
+from faithful_restore.format import manifest as _manifest
+from faithful_restore.format.records import Signature, TensorRecord
 
 CITIES = np.array([f"city{i}" for i in range(40)])
 
@@ -222,6 +225,7 @@ def test_signature_checks_shape_and_dtype():
     )
 
 
+@pytest.mark.tensorflow
 def test_stats_dict_and_manifest_are_accepted(plain):
     x = _batch() * 255
     expected = _problems(check_inputs(plain, x))
@@ -290,6 +294,7 @@ def test_report_is_json_and_names_what_was_checked(stats):
         assert finding.message.endswith(".")
 
 
+@pytest.mark.tensorflow
 def test_tuple_batches_and_tensors_are_read():
     import tensorflow as tf
 

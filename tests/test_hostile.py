@@ -189,3 +189,38 @@ def test_disk_full_and_read_only_keep_the_old_bundle(tmp_path):
         fr.load_bundle(path)  # reading from a read-only location works (no snapshot possible)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# Reproductions of defects found in review.
+
+
+def test_symlinked_manifest_files_are_refused(tmp_path):
+    path = tmp_path / "b"
+    fr.save_bundle(sequential_model(), str(path))
+    for name in ("manifest.json", "manifest.sha256"):
+        outside = tmp_path / f"outside-{name}"
+        os.replace(path / name, outside)
+        os.symlink(outside, path / name)
+    with pytest.raises(fr.BundleError, match="cannot read|not a regular file"):
+        fr.load_bundle(str(path))
+    with pytest.raises(fr.BundleError):
+        fr.verify_bundle(str(path))
+
+
+def test_fifo_manifest_digest_does_not_hang(tmp_path):
+    path = tmp_path / "b"
+    fr.save_bundle(sequential_model(), str(path))
+    os.remove(path / "manifest.sha256")
+    os.mkfifo(path / "manifest.sha256")
+    with pytest.raises(fr.BundleError, match="not a regular file"):
+        fr.load_bundle(str(path))
+
+
+def test_manifest_that_is_a_directory(tmp_path):
+    path = tmp_path / "b"
+    fr.save_bundle(sequential_model(), str(path))
+    os.remove(path / "manifest.json")
+    os.mkdir(path / "manifest.json")
+    with pytest.raises(fr.BundleError) as info:
+        fr.load_bundle(str(path))
+    assert ".fr-read-" not in str(info.value)  # the message names the user's path, not a snapshot

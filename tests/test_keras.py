@@ -22,7 +22,7 @@ def test_callback_saves_each_epoch_and_resumes_with_initial_epoch(tmp_path):
     model = sequential_model(trained=False)
     ckpt = fr.keras.BundleCheckpoint(tmp_path / "ck", save_freq="epoch", max_to_keep=2)
     model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[ckpt])
-    assert [b.step for b in ckpt.manager.all] == [2, 3]
+    assert [b.step for b in ckpt.manager.bundles()] == [2, 3]
     meta = ckpt.manager.manifest().metadata
     assert meta["epoch"] == 3 and meta["iterations"] == 12 and "loss" in meta["logs"]
 
@@ -40,11 +40,11 @@ def test_callback_batch_frequency_and_best_only(tmp_path):
     model = sequential_model(trained=False)
     ckpt = fr.keras.BundleCheckpoint(tmp_path / "ck", save_freq=3, max_to_keep=None, restore=False)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[ckpt])
-    assert [b.step for b in ckpt.manager.all] == [3, 6]
+    assert [b.step for b in ckpt.manager.bundles()] == [3, 6]
     best = fr.keras.BundleCheckpoint(tmp_path / "best", monitor="loss", save_best_only=True, max_to_keep=None)
     keras.utils.set_random_seed(0)
     sequential_model(trained=False).fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[best])
-    losses = [best.manager.manifest(b.step).metadata["logs"]["loss"] for b in best.manager.all]
+    losses = [best.manager.manifest(b.step).metadata["logs"]["loss"] for b in best.manager.bundles()]
     assert losses == sorted(losses, reverse=True)  # every saved bundle improved on the last
 
 
@@ -100,3 +100,16 @@ def test_exact_resume_in_a_fresh_process(tmp_path, loop, opt):
     for a, b in zip(expected, resumed):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(expected, naive) if a.shape == b.shape)
+
+
+# Reproductions of defects found in review.
+
+
+def test_callback_survives_a_nan_loss(tmp_path):
+    x, y = make_xy(32)
+    y[3] = np.nan
+    model = sequential_model(trained=False)
+    ckpt = fr.keras.BundleCheckpoint(tmp_path / "ck", monitor="loss", save_best_only=True)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[ckpt])  # does not raise
+    meta = fr.BundleManager(tmp_path / "ck").bundles()
+    assert all("loss" not in fr.load_bundle(b.path).manifest.metadata["logs"] for b in meta)

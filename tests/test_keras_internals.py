@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from faithful_restore import _global_rng, _keras_internals
+from faithful_restore.capture import global_rng as _global_rng
 from faithful_restore.errors import BundleError
+from faithful_restore.runtime import keras_internals as _keras_internals
 
 
 def _nested():

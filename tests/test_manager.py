@@ -16,12 +16,12 @@ import faithful_restore as fr
 
 def test_numbering_latest_and_index(tmp_path):
     manager = fr.BundleManager(tmp_path / "run", max_to_keep=None)
-    assert manager.latest is None and manager.all == []
+    assert manager.newest() is None and manager.bundles() == []
     model = sequential_model()
     for step in (10, 20, 30):
         manager.save(model, step=step, metadata={"note": f"s{step}"})
-    assert [b.step for b in manager.all] == [10, 20, 30]
-    assert manager.latest.step == 30
+    assert [b.step for b in manager.bundles()] == [10, 20, 30]
+    assert manager.newest().step == 30
     index = json.loads((tmp_path / "run" / "index.json").read_text())
     assert [e["step"] for e in index["bundles"]] == [10, 20, 30]
     assert index["bundles"][0]["metadata"] == {"note": "s10", "step": 10}
@@ -35,7 +35,7 @@ def test_retention_keeps_newest_and_every_n(tmp_path):
     model = sequential_model(compiled=False)
     for step in range(50, 450, 50):
         manager.save(model, step=step)
-    assert [b.step for b in manager.all] == [100, 200, 300, 350, 400]
+    assert [b.step for b in manager.bundles()] == [100, 200, 300, 350, 400]
     assert sorted(os.listdir(tmp_path / "run")) == [
         "index.json",
         "step-0000000100",
@@ -52,10 +52,10 @@ def test_retention_never_deletes_the_only_good_bundle(tmp_path):
     manager.save(model, step=1)
     with pytest.raises(fr.BundleError):
         manager.save("not a model", step=2)  # a failed save applies no retention
-    assert [b.step for b in manager.all] == [1]
-    fr.load_bundle(manager.latest.path)
+    assert [b.step for b in manager.bundles()] == [1]
+    fr.load_bundle(manager.newest().path)
     manager.save(model, step=0)  # the save just committed is kept even though its step is older
-    assert [b.step for b in manager.all] == [0, 1]
+    assert [b.step for b in manager.bundles()] == [0, 1]
 
 
 def test_restore_or_initialize(tmp_path):

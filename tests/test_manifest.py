@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from conftest import sequential_model
+from conftest import rewrite_manifest, sequential_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import faithful_restore as fr
-from faithful_restore import _manifest
+from faithful_restore.format import manifest as _manifest
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,72 @@ def test_bundles_are_written_with_the_lowest_version_that_describes_them(manifes
         fr.Manifest.from_dict(data)
     data["format_version"] = fr.FORMAT_VERSION
     assert fr.Manifest.from_dict(data).files[-1].segments
+
+
+def test_content_digest_ignores_only_the_save_time(tmp_path):
+    model = sequential_model()
+    a = fr.save_bundle(model, str(tmp_path / "a"))
+    time.sleep(1.05)  # a different second in `created` and in Keras' date_saved
+    b = fr.save_bundle(model, str(tmp_path / "b"))
+    assert a.created != b.created and a.to_json() != b.to_json()
+    assert a.content_digest == b.content_digest == fr.read_manifest(tmp_path / "b").content_digest
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+    assert fr.save_bundle(model, str(tmp_path / "c")).content_digest != a.content_digest
+
+
+def test_source_date_epoch_makes_identical_saves_byte_identical(tmp_path, monkeypatch):
+    model = sequential_model()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    fr.save_bundle(model, str(tmp_path / "a"))
+    time.sleep(1.05)
+    fr.save_bundle(model, str(tmp_path / "b"))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert fr.read_manifest(tmp_path / "a").created == "2023-11-14T22:13:20+00:00"
+    assert json.loads((tmp_path / "a" / "model" / "metadata.json").read_text())["date_saved"] == "2023-11-14@22:13:20"
+    fr.load_bundle(tmp_path / "a")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH must be a Unix time"):
+        fr.save_bundle(model, str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d + b"x",  # a byte appended
+        lambda d: d.rstrip(b"\n"),  # no newline
+        lambda d: d.upper(),  # not the form save_bundle writes
+        lambda d: b" " + d,
+        lambda d: d + b"\n",
+    ],
+)
+def test_the_manifest_digest_file_is_read_strictly(tmp_path, mutate):
+    fr.save_bundle(sequential_model(), str(tmp_path / "b"))
+    digest_file = tmp_path / "b" / "manifest.sha256"
+    digest_file.write_bytes(mutate(digest_file.read_bytes()))
+    for read in (fr.read_manifest, fr.load_bundle):
+        with pytest.raises(fr.IntegrityError, match="manifest.sha256 in .* must hold exactly 64 lowercase hex digits"):
+            read(tmp_path / "b")
+    assert not fr.verify_bundle(tmp_path / "b").ok
+
+
+# Reproductions of defects found in review.
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["preprocessing"]["user"].update(bad={"kind": "value"}),
+        lambda d: d["random_state"][0].update(value=[2**80, 1]),
+        lambda d: d["random_state"][0].pop("path"),
+    ],
+)
+def test_malformed_entries_raise_bundle_error(tmp_path, mutate):
+    path = str(tmp_path / "b")
+    fr.save_bundle(sequential_model(), path, preprocessing={"n": 1})
+    rewrite_manifest(path, mutate)
+    with pytest.raises(fr.BundleError):
+        fr.load_bundle(path)
+    with pytest.raises(fr.BundleError):
+        fr.verify_bundle(path)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import sequential_model
+import tensorflow as tf
+from conftest import assert_same_variables, make_xy, sequential_model
 
 import faithful_restore as fr
-from faithful_restore import _optimizer
+from faithful_restore.capture import optimizer as _optimizer
 
 
 def test_describe_records_every_variable():
@@ -101,3 +104,50 @@ def test_a_damaged_bfloat16_marker_is_a_bundle_error(tmp_path):
         f.create_dataset(f"optimizer/vars/{index}", data=np.zeros(shape, np.float32)).attrs["dtype"] = "bfloat16"
     with pytest.raises(fr.BundleError, match=f"optimizer/vars/{index} is marked bfloat16 but holds 4-byte values"):
         _optimizer.restore(keras.optimizers.Adam(), record, path, model)
+
+
+# Reproductions of defects found in review.
+
+
+def test_compiled_optimizer_built_on_a_subset_restores_with_compile(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    head = model.layers[-1].trainable_variables
+    model.optimizer.build(head)
+    model.optimizer.apply_gradients(zip([tf.ones_like(v) for v in head], head))
+    path = str(tmp_path / "b")
+    fr.save_bundle(model, path)
+    bundle = fr.load_bundle(path)  # compile=True
+    assert_same_variables(model.optimizer.variables, bundle.optimizer.variables)
+    assert bundle.model.optimizer is bundle.optimizer
+    assert [v.path.split("/")[-1] for v in bundle.optimizer._trainable_variables] == ["kernel", "bias"]
+
+
+def test_layer_frozen_after_training_keeps_its_optimizer_state(tmp_path):
+    model = sequential_model()
+    model.layers[0].trainable = False
+    model.compile(model.optimizer, "mse")  # fine-tuning: same optimizer, a frozen layer
+    x, y = make_xy(16)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = str(tmp_path / "b")
+    fr.save_bundle(model, path)
+    bundle = fr.load_bundle(path)
+    assert_same_variables(model.optimizer.variables, bundle.optimizer.variables)
+    assert int(bundle.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+
+
+def test_separate_optimizer_and_compiled_optimizer_both_restored(tmp_path):
+    model = sequential_model()  # compiled and trained: model.optimizer has state
+    x, y = make_xy(16)
+    extra = keras.optimizers.SGD(0.1, momentum=0.9)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x) - y) ** 2)
+    extra.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    path = str(tmp_path / "b")
+    manifest = fr.save_bundle(model, path, optimizer=extra)
+    assert manifest.model_optimizer is not None
+    bundle = fr.load_bundle(path)
+    assert_same_variables(extra.variables, bundle.optimizer.variables)
+    assert_same_variables(model.optimizer.variables, bundle.model.optimizer.variables)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["optimizer"]["source"] == "separate"

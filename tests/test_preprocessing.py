@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import faithful_restore as fr
-from faithful_restore import _preprocessing
+from faithful_restore.capture import preprocessing as _preprocessing
 
 
 def _model():

@@ -31,11 +31,11 @@ def test_real_model_round_trip_gives_the_right_verdict(tmp_path, name):
     fr.save_bundle(model, path, sample_inputs=x)
     bundle = fr.load_bundle(path)
 
-    report = fr.compare(model, bundle, x, sample_targets=y)
+    report = fr.compare(model, bundle, sample_inputs=x, sample_targets=y)
     assert report.ok, report.to_text()
     verified = fr.verify_bundle(path)
     assert verified.ok, verified.to_text()
-    fr.assert_roundtrip(model, x, sample_targets=y)
+    fr.assert_roundtrip(model, sample_inputs=x, sample_targets=y)
 
     # Independently of the library: bitwise state, and the next step bitwise.
     assert_same_variables(model.variables, bundle.model.variables)
@@ -63,7 +63,7 @@ def test_a_lazily_built_packer_is_not_a_missing_layer(tmp_path):
     path = str(tmp_path / "b")
     fr.save_bundle(model, path, sample_inputs=x)
     bundle = fr.load_bundle(path)  # its preprocessor has not been called: no packer yet
-    report = fr.compare(model, bundle, x, sample_targets=y)
+    report = fr.compare(model, bundle, sample_inputs=x, sample_targets=y)
     assert report.ok, report.to_text()
     lazy = [f for f in report.findings if f.cause is Cause.ARCHITECTURE]
     assert lazy and all(f.severity == "info" for f in lazy) and "packer" in lazy[0].path
@@ -78,7 +78,7 @@ def test_a_swapped_vocabulary_entry_is_preprocessing(tmp_path):
     vocabulary = list(real_models.VOCAB)
     vocabulary[6], vocabulary[7] = vocabulary[7], vocabulary[6]  # "quick" <-> "brown"
     bundle.model.preprocessor.tokenizer.set_vocabulary(vocabulary)
-    report = fr.compare(model, bundle, x, sample_targets=y)
+    report = fr.compare(model, bundle, sample_inputs=x, sample_targets=y)
     assert not report.ok
     assert report.findings[0].cause is Cause.PREPROCESSING
     assert "tokenizer" in report.findings[0].path and "vocabulary" in report.findings[0].message
@@ -93,7 +93,7 @@ def test_one_perturbed_weight_is_weights(tmp_path):
     value = np.asarray(kernel).copy()
     value.reshape(-1)[0] += 0.5
     kernel.assign(value)
-    report = fr.compare(model, bundle, x, sample_targets=y)
+    report = fr.compare(model, bundle, sample_inputs=x, sample_targets=y)
     assert not report.ok
     assert report.findings[0].cause is Cause.WEIGHTS
     assert len([f for f in report.findings if f.cause is Cause.WEIGHTS]) == 1
@@ -106,6 +106,6 @@ def test_another_dropout_rate_is_regularization(tmp_path):
     rebuilt = keras_hub.models.BertBackbone.from_config({**model.get_config(), "dropout": 0.3})
     rebuilt.set_weights(model.get_weights())
     rebuilt.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()), loss=model.loss)
-    report = fr.compare(model, rebuilt, x, sample_targets=y, check_training_step=False)
+    report = fr.compare(model, rebuilt, sample_inputs=x, sample_targets=y, check_training_step=False)
     assert not report.ok
     assert report.findings[0].cause is Cause.REGULARIZATION, report.to_text()

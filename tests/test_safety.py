@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import faithful_restore as fr
-from faithful_restore._safety import scan
+from faithful_restore.capture.safety import scan
 
 
 def _layer(class_name, module="keras.layers", registered=None, **config):
@@ -29,6 +29,7 @@ def test_lambda_refused_only_in_safe_mode():
     scan(config, safe_mode=False, custom_objects=None, where="t")
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("module", ["os", "subprocess", "__main__", None, "builtins.evil.x"])
 def test_unknown_modules_are_never_resolved(module):
     config = {"layers": [_layer("system", module=module, registered="system")]}
@@ -36,6 +37,7 @@ def test_unknown_modules_are_never_resolved(module):
         scan(config, safe_mode=True, custom_objects=None, where="t")
 
 
+@pytest.mark.tensorflow
 def test_custom_objects_allow_a_class():
     config = {"layers": [_layer("MyLayer", module="my_pkg.layers", registered="MyLayer")]}
     scan(config, safe_mode=True, custom_objects={"MyLayer": object}, where="t")

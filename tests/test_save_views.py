@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import faithful_restore as fr
-from faithful_restore._variables import read
 from faithful_restore.fast import save_views as _save_views
+from faithful_restore.runtime.variables import read
 
 saving_lib = pytest.importorskip("keras.src.saving.saving_lib")
 

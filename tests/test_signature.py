@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import functional_multi_io, subclassed_model
 
-from faithful_restore import Signature, _signature
+from faithful_restore import Signature
+from faithful_restore.capture import signature as _signature
 
 
 def test_functional_multi_io_signature():

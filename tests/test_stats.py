@@ -10,18 +10,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faithful_restore import _preprocessing
-from faithful_restore._stats import (
-    DEFAULT_QUANTILES,
-    CategoricalSummary,
-    NumericSummary,
-    PreprocessingStats,
-    dkw_margin,
-)
+from faithful_restore.capture import preprocessing as _preprocessing
+from faithful_restore.drift.schema import DEFAULT_QUANTILES, CategoricalSummary, NumericSummary, dkw_margin
+from faithful_restore.drift.stats import PreprocessingStats
 from faithful_restore.errors import BundleError
 
 
@@ -62,7 +56,10 @@ def test_one_dimensional_array_is_one_feature_and_names_apply():
     assert named.feature("income").column == 1 and stats.feature("feature[0]").name == "0"
 
 
+@pytest.mark.tensorflow
 def test_tf_data_dataset_agrees_with_numpy():
+    import tensorflow as tf
+
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 2)).astype("float32")
     cities = rng.choice(["paris", "oslo", "lima"], size=3000, p=[0.5, 0.3, 0.2])
@@ -81,7 +78,10 @@ def test_tf_data_dataset_agrees_with_numpy():
         assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
 
 
+@pytest.mark.tensorflow
 def test_plain_tensor_dataset_and_generator_of_tuples():
+    import tensorflow as tf
+
     x = np.arange(40, dtype="float32").reshape(20, 2)
     from_ds = PreprocessingStats.from_data(tf.data.Dataset.from_tensor_slices(x).batch(3))
     from_gen = PreprocessingStats.from_data((x[i : i + 7], None) for i in range(0, 20, 7))
@@ -371,13 +371,30 @@ def _consumed():
     return gen
 
 
+class _TensorFlow:
+    """A TensorFlow value built when its test runs, so that collecting this module imports no TensorFlow."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def make(self):
+        import tensorflow as tf
+
+        return self.build(tf)
+
+
 @pytest.mark.parametrize(
     "data,kwargs,match",
     [
         (np.empty((0, 3)), {}, "holds no rows"),
         ([], {}, "yielded no batches"),
         (_consumed(), {}, "may already have been consumed"),
-        (tf.data.Dataset.from_tensor_slices(np.ones((0, 2))).batch(2), {}, "yielded no batches"),
+        pytest.param(
+            _TensorFlow(lambda tf: tf.data.Dataset.from_tensor_slices(np.ones((0, 2))).batch(2)),
+            {},
+            "yielded no batches",
+            marks=pytest.mark.tensorflow,
+        ),
         ([[[1.0, 2.0], [3.0]]], {}, "ragged"),
         (np.array([[1, "a"], [2, "b"]], dtype=object), {}, "holding int values, not strings"),
         (np.ones((2, 3, 4)), {}, "rank 1 or 2"),
@@ -391,13 +408,17 @@ def _consumed():
         (np.ones((3, 2)), {"max_vocabulary": 0}, "max_vocabulary must be"),
         (np.ones((3, 2)), {"quantiles": [2.0]}, r"in \[0, 1\]"),
         (np.array(["2020-01-01"], dtype="datetime64[D]"), {}, "numbers or strings"),
-        (tf.ragged.constant([[1.0], [2.0, 3.0]]), {}, "dense"),
+        pytest.param(
+            _TensorFlow(lambda tf: tf.ragged.constant([[1.0], [2.0, 3.0]])), {}, "dense", marks=pytest.mark.tensorflow
+        ),
         (42, {}, "must be an array"),
         ([(np.ones(2), 1, 2, 3)], {}, "tuple of 4 items"),
         ({"a": np.ones((2, 2)), "a[0]": np.ones(2)}, {}, "rename the dict keys"),
     ],
 )
 def test_bad_data_raises_bundle_error(data, kwargs, match):
+    if isinstance(data, _TensorFlow):
+        data = data.make()
     with pytest.raises(BundleError, match=match):
         PreprocessingStats.from_data(data, **kwargs)
 

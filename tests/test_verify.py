@@ -8,7 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import functional_multi_io, make_xy, rewrite_manifest, sequential_model, subclassed_model
+from conftest import (
+    functional_multi_io,
+    make_xy,
+    rewrite_manifest,
+    sequential_model,
+    subclassed_model,
+)
 
 import faithful_restore as fr
 from faithful_restore import Cause
@@ -175,7 +181,7 @@ ARCHITECTURES = [
 def test_clean_roundtrip_of_real_architectures(build, tmp_path):
     model, x = build()
     with _policy("mixed_float16") if build is mixed_precision else contextlib.nullcontext():
-        report = fr.assert_roundtrip(model, x, path=tmp_path / "b")
+        report = fr.assert_roundtrip(model, sample_inputs=x, path=tmp_path / "b")
     assert report.ok
     assert "next training step" in report.checks, report.to_text()
     assert any(c.startswith("inference outputs") for c in report.checks)
@@ -208,7 +214,7 @@ def test_assert_roundtrip_raises_with_readable_report(tmp_path, where):
         # (the original's outputs come from the probe save_bundle recorded in the scratch bundle,
         # local or remote: the difference must still be found)
         path = "ram://fr-tests/forgetful" if where == "ram" else tmp_path / "forgetful"
-        fr.assert_roundtrip(model, np.ones((4, 4), "float32"), path=path)
+        fr.assert_roundtrip(model, sample_inputs=np.ones((4, 4), "float32"), path=path)
     assert isinstance(info.value, AssertionError)
     assert info.value.report.findings[0].cause is Cause.OUTPUTS
     assert "outputs @ outputs" in str(info.value)
@@ -216,13 +222,13 @@ def test_assert_roundtrip_raises_with_readable_report(tmp_path, where):
 
 def test_assert_roundtrip_runs_the_original_only_for_the_probe(tmp_path, monkeypatch):
     """With sample inputs, the original's outputs are the probe's: two runs, not four."""
-    from faithful_restore import _probe
+    from faithful_restore.capture import probe as _probe
 
     model = sequential_model()
     calls = []
     real = _probe.run
     monkeypatch.setattr(_probe, "run", lambda m, *a, **k: (calls.append(m), real(m, *a, **k))[1])
-    report = fr.assert_roundtrip(model, make_xy(8)[0], path=tmp_path / "b")
+    report = fr.assert_roundtrip(model, sample_inputs=make_xy(8)[0], path=tmp_path / "b")
     assert any(c.startswith("inference outputs on 8") for c in report.checks)
     assert sum(m is model for m in calls) == 2
 
@@ -293,3 +299,30 @@ def test_verify_bundle_raises_only_for_unreadable(tmp_path):
 def test_pytest_fixture(faithful_roundtrip):
     report = faithful_roundtrip(sequential_model())
     assert report.ok
+
+
+# Reproductions of defects found in review.
+
+
+def test_assert_roundtrip_never_deletes_an_existing_path(tmp_path):
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "thesis.txt").write_text("years of work")
+    with pytest.raises(fr.BundleError, match="already exists"):
+        fr.assert_roundtrip(sequential_model(), path=important)
+    assert (important / "thesis.txt").read_text() == "years of work"
+
+
+def test_probe_leaves_stateful_rnn_state_untouched(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((3, 2), batch_size=4), keras.layers.SimpleRNN(3, stateful=True), keras.layers.Dense(1)]
+    )
+    x = np.ones((4, 3, 2), "float32")
+    model(x)
+    before = [np.array(s) for s in model.layers[0].states]
+    path = str(tmp_path / "b")
+    fr.save_bundle(model, path, sample_inputs=x)
+    for a, b in zip(before, model.layers[0].states):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    fr.load_bundle(path)  # check_probe=True: the stored probe matches

@@ -26,8 +26,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from faithful_restore._variables import same_buffer
 from faithful_restore.fast._patch import Patch, Target, wrapper_of
+from faithful_restore.runtime.variables import same_buffer
 
 # Below this many elements running the initializer is cheap; such variables are left alone.
 _MIN_ELEMENTS = 1 << 16

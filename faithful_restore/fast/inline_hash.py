@@ -1,7 +1,7 @@
 """Hashes the weights while Keras writes them, instead of reading the whole file again afterwards.
 
-Hashing 1.2 GB of weights after ``model.save`` took 0.76 s of a 2.6 to 3.9 s save at 100M
-parameters, on a core that sat idle while Keras wrote. Inside :func:`recording`, every HDF5
+Hashing after ``model.save`` would read every weight byte again, on a core that sits idle while
+Keras writes (figures: docs/performance.md). Inside :func:`recording`, every HDF5
 dataset the current thread creates under a directory is noted as soon as h5py has written it:
 when it is stored contiguously, unfiltered and at least :data:`MIN_SEGMENT` bytes, a background
 thread reads its byte range back (from the page cache) and hashes it while Keras goes on writing.
@@ -22,9 +22,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from faithful_restore import _fileio
-from faithful_restore._manifest import Segment
 from faithful_restore.fast._patch import Patch, Target, wrapper_of
+from faithful_restore.format import paths as _paths
+from faithful_restore.format.manifest import Segment
 
 # Smaller datasets are hashed with the metadata around them: one segment each would bloat the
 # manifest for no gain. 1 MiB also exceeds HDF5's 64 KiB sieve buffer, so the data is on disk
@@ -130,7 +130,7 @@ def _hash_range(f: BinaryIO, offset: int, size: int, view: memoryview) -> str | 
     digest = hashlib.sha256()
     for start in range(offset, offset + size, len(view)):
         chunk = view[: min(len(view), offset + size - start)]
-        if _fileio.read_at(f, start, chunk) < len(chunk):
+        if _paths.read_at(f, start, chunk) < len(chunk):
             return None
         digest.update(chunk)
     return digest.hexdigest()

@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from faithful_restore import _fileio
 from faithful_restore.fast import inline_hash as _inline_hash
 from faithful_restore.fast._patch import Patch, Target, h5_stores, wrapper_of
+from faithful_restore.format import durable as _durable
+from faithful_restore.format import paths as _paths
 
 # Smaller segments are metadata or small tensors (the writer never records a dataset below this):
 # hashed, not kept.
@@ -131,6 +132,12 @@ class Buffers:
         with self._lock:
             self._kept.clear()
 
+    def read_segments(
+        self, path: str, segments: Sequence[tuple[int, int]], progress: Callable[[int], None] | None = None
+    ) -> tuple[int, list[str], dict[int, np.ndarray]]:
+        """:func:`read_segments`; the caller adds what it keeps once the digests passed."""
+        return read_segments(path, segments, progress)
+
 
 def read_segments(
     path: str,
@@ -171,7 +178,7 @@ def read_segments(
                             scratch = bytearray(size)
                         buf = scratch
                     view = memoryview(buf)[:size]
-                    got = _fileio.read_at(f, offset, view)
+                    got = _paths.read_at(f, offset, view)
                     digests[i] = hashlib.sha256(view[:got]).hexdigest()
                     counts[i] = got
                     view.release()
@@ -187,7 +194,7 @@ def read_segments(
     # The calling thread is one of the workers; in_background re-raises the others' failures.
     with contextlib.ExitStack() as helpers:
         for _ in range(workers - 1):
-            helpers.enter_context(_fileio.in_background(work, "read"))
+            helpers.enter_context(_durable.in_background(work, "read"))
         work()
     return sum(counts), digests, kept
 

@@ -2,8 +2,8 @@
 
 Keras' HDF5 writer copies every value on its way to h5py, which only reads it: each optimizer
 slot through ``variable.numpy()`` and again through ``np.array`` in the store's ``__setitem__``,
-each layer weight through ``np.array``. At 100M parameters with Adam that is about 2 GB of
-``memcpy`` into freshly allocated memory (0.5 s of a 3.3 s save in the profile). Inside
+each layer weight through ``np.array``: two copies of every optimizer byte into freshly
+allocated memory (figures: docs/performance.md). Inside
 :func:`writing`, on the calling thread only, those two conversions return a read-only NumPy view
 of a TensorFlow read of the variable instead. A read is an immutable snapshot: TensorFlow copies
 a variable's buffer before updating it in place while a read of it lives, so the bytes written are
@@ -29,7 +29,7 @@ def view(value: Any) -> np.ndarray | None:
     """A read-only, zero-copy array of a single-device TF or Keras variable or tensor of rank >= 1, else None."""
     import tensorflow as tf
 
-    from faithful_restore._variables import components, read
+    from faithful_restore.runtime.variables import components, read
 
     try:
         if isinstance(value, tf.Tensor):

@@ -2,8 +2,8 @@
 
 Keras' ``Sequential.from_config`` calls ``add(layer)`` for each saved layer, and every ``add``
 rebuilds the whole model: a new functional graph that calls every layer added so far on symbolic
-inputs. Loading n layers therefore makes n*(n+1)/2 symbolic layer calls; at 72 layers that was
-0.5 s of a load beyond creating the variables, and ``load_model`` pays it too. Inside
+inputs. Loading n layers therefore makes n*(n+1)/2 symbolic layer calls, quadratic in the depth,
+and ``load_model`` pays it too (figures: docs/performance.md). Inside
 :func:`once`, a ``Sequential`` (the class itself, not a subclass, which may rely on its own
 ``add``) created by ``from_config`` on the current thread takes its layers without rebuilding,
 and is built once when they are all in, as Keras builds it after its last ``add``. This applies
@@ -110,7 +110,7 @@ def _sequential() -> Any:
 def _targets() -> list[Target]:
     import keras
 
-    from faithful_restore._supported import parse
+    from faithful_restore.runtime.supported import parse
 
     # Keras 3.3's Sequential.build compares the saved (JSON list) input shape with the InputLayer's
     # tuple without standardizing it, so a model not built by add() cannot be built from its config.

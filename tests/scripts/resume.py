@@ -94,7 +94,7 @@ def fit():
     ckpt = fr.keras.BundleCheckpoint(DIR, save_freq="epoch", restore=PHASE == "second")
     start = 0
     if PHASE == "second":
-        start = ckpt.manager.latest.step
+        start = ckpt.manager.newest().step
     elif PHASE == "weights":
         model.load_weights(os.path.join(DIR, "plain.weights.h5"))
         start = epochs
